@@ -1,0 +1,145 @@
+"""`load_backbone`: a frozen CLIP from a name, a Hugging Face directory, an OpenAI `.pt`, or `tiny-random`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zipfile
+from pathlib import Path
+
+import torch
+from transformers import CLIPConfig, CLIPModel
+
+from clipseg_lab.backbones.clip_backbone import CLIP_MEAN, CLIP_STD, ClipBackbone
+from clipseg_lab.backbones.convert import openai_config, openai_to_hf
+from clipseg_lab.backbones.names import TINY_RANDOM, known_names, lookup
+from clipseg_lab.backbones.weights import ResolvedWeights, resolve_weights
+from clipseg_lab.errors import UnknownNameError, WeightsFormatError
+
+log = logging.getLogger(__name__)
+
+TINY_RANDOM_SEED = 0
+
+
+def tiny_random_config() -> CLIPConfig:
+    """ViT-B/16's layout (12 blocks, patch 16, 224 px, the real 49,408-token vocabulary), 64 wide."""
+    return CLIPConfig(
+        projection_dim=64,
+        vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=12, num_attention_heads=4,
+                           image_size=224, patch_size=16, hidden_act="quick_gelu"),
+        text_config=dict(vocab_size=49408, hidden_size=64, intermediate_size=256, num_hidden_layers=12,
+                         num_attention_heads=4, max_position_embeddings=77, hidden_act="quick_gelu",
+                         bos_token_id=49406, eos_token_id=49407),
+    )
+
+
+def _default_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _default_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    if dtype is None:  # half precision on accelerators, full precision on the CPU
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
+def load_backbone(name_or_path: str | os.PathLike, device: str | torch.device | None = None,
+                  dtype: torch.dtype | str | None = None, *, allow_download: bool = True) -> ClipBackbone:
+    """A frozen CLIP ViT ready for `encode_text` / `encode_image`.
+
+    `name_or_path`: an alias ("ViT-B/16", "ViT-L/14@336px", ...), a hub id ("openai/clip-vit-base-patch16"),
+    a local Hugging Face CLIP directory, an OpenAI CLIP `.pt` (JIT archive or state dict), or "tiny-random"
+    (a small seeded CLIP with random weights, for tests; marked `trained=False`).
+    Weights are looked for as `resolve_weights` describes; missing weights raise `WeightsNotFoundError`.
+    Default device: CUDA when present; default dtype: float16 on CUDA, float32 on the CPU.
+    """
+    device = _default_device(device)
+    dtype = _default_dtype(dtype, device)
+    text = str(name_or_path)
+    if text == TINY_RANDOM:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TINY_RANDOM_SEED)
+            model = CLIPModel(tiny_random_config())
+        backbone = ClipBackbone(model, name=TINY_RANDOM, source=f"random init, seed {TINY_RANDOM_SEED}", trained=False)
+        return backbone.to(device=device, dtype=dtype)
+
+    if not Path(text).expanduser().exists() and lookup(text) is None and _is_unknown_name(text):
+        raise UnknownNameError(f"unknown backbone {text!r}. Known names: {', '.join(known_names())}; "
+                               "or a Hugging Face hub id, a local CLIP directory or an OpenAI .pt file.")
+    resolved = resolve_weights(text, allow_download=allow_download)
+    if resolved.kind == "hf_dir":
+        model, mean, std = _load_hf_dir(resolved.path, dtype)
+    else:
+        model, mean, std = _load_openai_file(resolved.path), CLIP_MEAN, CLIP_STD
+    backbone = ClipBackbone(model, name=resolved.name, source=str(resolved.path), trained=True, mean=mean, std=std)
+    log.info("loaded backbone %s from %s", resolved.name, resolved.path)
+    return backbone.to(device=device, dtype=dtype)
+
+
+def _is_unknown_name(text: str) -> bool:
+    """A bare word or an OpenAI-style name that matched no alias (hub ids 'org/name' are looked up)."""
+    looks_like_path = text.endswith((".pt", ".pth", ".bin", ".safetensors")) or text.startswith((".", "/", "~"))
+    if looks_like_path:
+        return False
+    return text.count("/") != 1 or text.upper().startswith(("VIT-", "RN"))
+
+
+def _load_hf_dir(path: Path, dtype: torch.dtype) -> tuple[CLIPModel, tuple, tuple]:
+    config_file = path / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WeightsFormatError(f"{config_file}: unreadable config ({exc})") from exc
+    model_type = config.get("model_type")
+    if model_type != "clip":
+        raise WeightsFormatError(
+            f"{path}: config.json has model_type {model_type!r}; expected a CLIP model directory "
+            "(model_type 'clip', as CLIPModel.save_pretrained writes it, e.g. openai/clip-vit-base-patch16). "
+            + ("A CLIPSeg directory is a whole segmentation model: open it with clipseg_lab.load_model."
+               if model_type == "clipseg" else ""))
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise WeightsFormatError(f"{path}: config.json but no weights (model.safetensors or pytorch_model.bin).")
+    model = CLIPModel.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    mean, std = CLIP_MEAN, CLIP_STD
+    pre = path / "preprocessor_config.json"
+    if pre.is_file():
+        cfg = json.loads(pre.read_text())
+        mean, std = tuple(cfg.get("image_mean", mean)), tuple(cfg.get("image_std", std))
+    return model, mean, std
+
+
+def read_openai_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of an OpenAI CLIP file: a TorchScript archive (the release) or a plain state dict."""
+    is_jit = False
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            is_jit = any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+    try:
+        if is_jit:
+            state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
+        else:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsFormatError(f"{path}: could not be read as an OpenAI CLIP checkpoint ({exc}). Expected a "
+                                 "ViT-*.pt file as `clip.load` downloads it, or a saved CLIP state dict.") from exc
+    if isinstance(state_dict, dict) and "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
+        state_dict = state_dict["state_dict"]
+    if not isinstance(state_dict, dict):
+        raise WeightsFormatError(f"{path}: holds a {type(state_dict).__name__}, not a CLIP state dict.")
+    return state_dict
+
+
+def _load_openai_file(path: Path) -> CLIPModel:
+    state_dict = read_openai_state_dict(path)
+    config = openai_config(state_dict, source=str(path))
+    model = CLIPModel(config)
+    hf_state = {k: v.float() for k, v in openai_to_hf(state_dict).items()}
+    missing, unexpected = model.load_state_dict(hf_state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise WeightsFormatError(f"{path}: converted weights do not fit CLIPModel (missing {missing[:5]}, "
+                                 f"unexpected {unexpected[:5]})")
+    return model

@@ -1,0 +1,147 @@
+"""Find CLIP weights on disk (or download them when online), in DESIGN.md's order.
+
+1. an explicit path (a Hugging Face model directory or an OpenAI `.pt` file);
+2. `$CLIPSEG_LAB_WEIGHTS`: `<root>/<hub id>`, `<root>/<repo name>` or `<root>/<OpenAI file>`;
+3. the local Hugging Face cache, then `~/.cache/clip` (where `clip.load` keeps its downloads);
+4. a download from the Hugging Face hub, unless offline (`HF_HUB_OFFLINE=1`) or `allow_download=False`.
+
+Nothing found is one `WeightsNotFoundError` that lists every place looked. Random weights are never a
+fallback: they come only from the name `tiny-random`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from clipseg_lab.backbones.names import BackboneName, lookup
+from clipseg_lab.errors import WeightsFormatError, WeightsNotFoundError
+
+log = logging.getLogger(__name__)
+
+ENV_WEIGHTS = "CLIPSEG_LAB_WEIGHTS"
+OPENAI_CACHE = Path("~/.cache/clip").expanduser()
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """Where a backbone's weights are, and in which format."""
+
+    kind: Literal["hf_dir", "openai_file"]
+    path: Path
+    name: str  # what the user asked for, kept for provenance
+
+
+def _hf_cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def classify_path(path: Path) -> ResolvedWeights | None:
+    """An existing path as weights, by its shape: a directory with config.json, or a file."""
+    if path.is_dir() and (path / "config.json").is_file():
+        return ResolvedWeights("hf_dir", path, str(path))
+    if path.is_file():
+        return ResolvedWeights("openai_file", path, str(path))
+    return None
+
+
+def _candidates_in_root(root: Path, name: str, known: BackboneName | None) -> list[Path]:
+    names = [name]
+    if known is not None:
+        names += [known.hub_id, known.repo_name, known.openai_file]
+    seen: list[Path] = []
+    for n in names:
+        p = root / n
+        if p not in seen:
+            seen.append(p)
+    return seen
+
+
+def resolve_weights(name_or_path: str | os.PathLike, *, allow_download: bool = True) -> ResolvedWeights:
+    """Locate the weights for a backbone name, hub id or path, or raise `WeightsNotFoundError`."""
+    text = str(name_or_path)
+    looked: list[str] = []
+
+    # 1. an explicit path
+    explicit = Path(text).expanduser()
+    if explicit.exists():
+        found = classify_path(explicit)
+        if found is None:  # a directory without config.json
+            raise WeightsFormatError(
+                f"{explicit}: a directory without config.json. Expected a Hugging Face CLIP model directory "
+                "(what CLIPModel.save_pretrained writes: config.json + model.safetensors) or an OpenAI CLIP .pt file."
+            )
+        return found
+    looks_like_path = text.endswith((".pt", ".pth", ".bin", ".safetensors")) or text.startswith((".", "/", "~"))
+    if looks_like_path:
+        looked.append(f"the path {explicit} (does not exist)")
+
+    known = lookup(text)
+    hub_id = known.hub_id if known else (text if (text.count("/") == 1 and not looks_like_path) else None)
+
+    # 2. $CLIPSEG_LAB_WEIGHTS
+    root = os.environ.get(ENV_WEIGHTS)
+    if root:
+        for candidate in _candidates_in_root(Path(root).expanduser(), text, known):
+            looked.append(f"${ENV_WEIGHTS}: {candidate}")
+            found = classify_path(candidate)
+            if found is not None:
+                return ResolvedWeights(found.kind, found.path, text)
+    else:
+        looked.append(f"${ENV_WEIGHTS} (not set)")
+
+    # 3. local caches
+    if hub_id is not None:
+        looked.append(f"the Hugging Face cache {_hf_cache_dir()} for {hub_id}")
+        local = _snapshot(hub_id, local_only=True)
+        if local is not None:
+            return ResolvedWeights("hf_dir", local, text)
+    if known is not None:
+        candidate = OPENAI_CACHE / known.openai_file
+        looked.append(f"the OpenAI clip cache: {candidate}")
+        if candidate.is_file():
+            return ResolvedWeights("openai_file", candidate, text)
+
+    # 4. download
+    if hub_id is not None:
+        if not allow_download:
+            looked.append(f"no download of {hub_id} (allow_download=False)")
+        elif _offline():
+            looked.append(f"no download of {hub_id} (HF_HUB_OFFLINE is set)")
+        else:
+            looked.append(f"a download of {hub_id} from the Hugging Face hub")
+            local = _snapshot(hub_id, local_only=False)
+            if local is not None:
+                return ResolvedWeights("hf_dir", local, text)
+
+    how = (f"download '{hub_id}' on a machine with internet (`huggingface-cli download {hub_id}`) and copy the folder to "
+           f"${ENV_WEIGHTS}/{hub_id}" if hub_id else "pass the path of a Hugging Face CLIP directory or an OpenAI .pt file")
+    if known is not None:
+        how += f", or put OpenAI's {known.openai_file} (what `clip.load('{known.alias}')` downloads) in ${ENV_WEIGHTS}/"
+    raise WeightsNotFoundError(
+        f"No weights found for backbone {text!r}. Looked in:\n  - " + "\n  - ".join(looked)
+        + f"\nTo fix: {how}. For tests and smoke runs without weights, ask for the backbone 'tiny-random' "
+        "(random weights, labelled untrained)."
+    )
+
+
+def _snapshot(hub_id: str, *, local_only: bool) -> Path | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(hub_id, local_files_only=local_only,
+                                 allow_patterns=["*.json", "*.safetensors", "*.txt"])
+    except Exception as exc:  # not cached, offline, unknown repo: all mean "not here"
+        log.debug("snapshot_download(%s, local_files_only=%s) failed: %s", hub_id, local_only, exc)
+        return None
+    found = classify_path(Path(path))
+    return found.path if found and found.kind == "hf_dir" else None
