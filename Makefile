@@ -1,0 +1,39 @@
+# Two commands on a fresh machine:  make notebooks   and   make test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PROFILE ?= smoke
+
+.PHONY: install notebooks test test-all lab benchmarks strip-notebooks clean-runs
+
+# A virtual environment with the package (editable) and its test tools, at the versions in constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools<81" wheel
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-build-isolation -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Every numbered notebook, headless, into papermill_runs/$(PROFILE)/ and figures/$(PROFILE)/.
+notebooks: $(STAMP)
+	$(BIN)/clipseg-lab notebooks --profile $(PROFILE)
+
+# Unit, parity, learning and notebook smoke tests (the slow ones, needing weights or a GPU, are left out).
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" --durations=15
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest --durations=15
+
+lab: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,lab]"
+	$(BIN)/jupyter lab notebooks/
+
+benchmarks: $(STAMP)
+	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
+
+# Source notebooks keep no outputs; executed copies live in papermill_runs/.
+strip-notebooks: $(STAMP)
+	$(BIN)/nbstripout --keep-id notebooks/*.ipynb

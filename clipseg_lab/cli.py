@@ -1,0 +1,108 @@
+"""The `clipseg-lab` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+
+from clipseg_lab.errors import ClipsegLabError
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    import clipseg_lab as cl
+    from clipseg_lab.files import save_png, write_json
+    from clipseg_lab.viz import plot_prompts, save_figure
+
+    if args.checkpoint:
+        model = cl.load_model(args.checkpoint, backbone=args.backbone, device=args.device)
+    else:
+        model = cl.build_model(args.model, backbone=args.backbone or "ViT-B/16", device=args.device)
+    prov = model.provenance
+    if prov.untrained:
+        print(f"warning: {prov.caption()}: untrained weights, the masks show no learned segmentation. "
+              "Pass --checkpoint and a real --backbone for real results.", file=sys.stderr)
+    seg = cl.Segmenter(model)
+    seg.set_image(args.image)
+    probs = seg.predict(args.prompts)
+    out = Path(args.out or Path("outputs") / Path(args.image).stem)
+    meta = {"provenance": prov.caption(), "image": str(args.image)}
+    files = []
+    for i, (prompt, p) in enumerate(zip(args.prompts, probs)):
+        values = (p > args.threshold).numpy() * 255 if args.threshold is not None else p.numpy() * 255
+        path = out / f"{i:02d}_{_slug(prompt)}.png"
+        save_png(Image.fromarray(np.round(values).astype(np.uint8)), path, {**meta, "prompt": prompt})
+        files.append(path.name)
+    fig = plot_prompts(seg.image, probs, args.prompts, prov, threshold=args.threshold)
+    save_figure(fig, out / "overlay.png", provenance=prov, data=str(args.image))
+    plt.close(fig)
+    write_json(out / "segment.json", {"image": str(args.image), "prompts": args.prompts, "masks": files,
+                                      "threshold": args.threshold, "provenance": prov.as_dict()})
+    print(f"wrote {len(files)} masks and overlay.png to {out}")
+    return 0
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    from clipseg_lab.notebooks import run_notebooks
+
+    only = [s for part in (args.only or []) for s in part.split(",") if s]
+    results = run_notebooks(profile=args.profile, only=only or None, device=args.device,
+                            run_root=args.run_dir, figures_root=args.figures_dir)
+    failed = [r for r in results if r["status"] != "ok"]
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clipseg-lab", description="Text-prompted segmentation on a frozen CLIP.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is loaded and from where")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("segment", help="segment one image for one or more text prompts",
+                       description="Writes one mask PNG per prompt, overlay.png and segment.json.")
+    p.add_argument("image", help="image file (any format Pillow reads)")
+    p.add_argument("prompts", nargs="+", metavar="PROMPT", help="text prompt(s), e.g. 'a cat'")
+    p.add_argument("--model", default="clipseg-rd64", help="model preset (default clipseg-rd64; see list_models())")
+    p.add_argument("--backbone", default=None,
+                   help="CLIP backbone: ViT-B/16 (default), a hub id, a local dir, an OpenAI .pt, or tiny-random")
+    p.add_argument("--checkpoint", default=None, help="trained decoder checkpoint (.safetensors from clipseg-lab)")
+    p.add_argument("--out", default=None, help="output folder (default outputs/<image name>)")
+    p.add_argument("--threshold", type=float, default=None, help="write binary masks at this probability")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("notebooks", help="run the numbered notebooks headless through papermill",
+                       description="Executes notebooks/NN_*.ipynb in order with params/<profile>.yaml.")
+    p.add_argument("--profile", default="smoke", choices=["smoke", "full"])
+    p.add_argument("--only", action="append", help="notebook numbers, e.g. --only 00,02")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: the profile's)")
+    p.add_argument("--run-dir", default=None, help="where executed notebooks go (default papermill_runs/<profile>)")
+    p.add_argument("--figures-dir", default=None, help="where figures go (default figures/<profile>)")
+    p.set_defaults(func=cmd_notebooks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except ClipsegLabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,9 @@
+"""Decoders on a frozen CLIP, their presets, and checkpoints."""
+
+from clipseg_lab.models.base import ImageFeatures, TextPromptedModel
+from clipseg_lab.models.checkpoint import load_model, save_model
+from clipseg_lab.models.clipseg import ClipSegConfig, ClipSegDecoder
+from clipseg_lab.models.registry import PRESETS, build_model, list_models
+
+__all__ = ["PRESETS", "ClipSegConfig", "ClipSegDecoder", "ImageFeatures", "TextPromptedModel",
+           "build_model", "list_models", "load_model", "save_model"]

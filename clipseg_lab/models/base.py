@@ -1,0 +1,79 @@
+"""A frozen CLIP backbone plus a trainable, text-conditioned decoder: the shape every prompt model shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipseg_lab.backbones.clip_backbone import ClipBackbone
+from clipseg_lab.provenance import Provenance
+
+
+@dataclass
+class ImageFeatures:
+    """What the decoder needs from one batch of images, computed once and reused for any prompts."""
+
+    prepared: list[torch.Tensor]  # decoder-specific, e.g. CLIPSeg's reduced activations
+    grid: tuple[int, int]
+    input_size: tuple[int, int]  # the network resolution the logits come out at
+
+    def __len__(self) -> int:
+        return self.prepared[0].shape[0]
+
+
+class TextPromptedModel(nn.Module):
+    """`backbone` (frozen CLIP) + `decoder`. Only the decoder is trained and saved in checkpoints."""
+
+    def __init__(self, backbone: ClipBackbone, decoder: nn.Module, *, name: str, config: Any, input_size: int):
+        super().__init__()
+        self.backbone = backbone
+        self.decoder = decoder
+        self.name = name
+        self.config = config  # the decoder's dataclass config
+        self.input_size = input_size
+        self.provenance = Provenance(name, backbone.name, backbone.trained, backbone.source)
+
+    def preprocess(self, images) -> torch.Tensor:
+        return self.backbone.preprocess(images, size=self.input_size)
+
+    def image_features(self, pixels: torch.Tensor) -> ImageFeatures:
+        """Run the frozen backbone to the deepest layer the decoder reads, then the image-only decoder part."""
+        encoding = self.backbone.encode_image(pixels, layers=self.decoder.extract_layers, pooled=False)
+        activations = encoding.activations
+        dtype = next(self.decoder.parameters()).dtype
+        # backbone outputs are inference tensors: copy them before autograd may need them (training)
+        activations = [a.to(dtype).clone() if torch.is_grad_enabled() else a.to(dtype) for a in activations]
+        return ImageFeatures(self.decoder.prepare(activations), encoding.grid, tuple(pixels.shape[-2:]))
+
+    def prompt_embeddings(self, prompts: list[str]) -> torch.Tensor:
+        emb = self.backbone.encode_text(prompts)
+        dtype = next(self.decoder.parameters()).dtype
+        return emb.to(dtype).clone() if torch.is_grad_enabled() else emb.to(dtype)
+
+    def decode(self, features: ImageFeatures, cond: torch.Tensor) -> torch.Tensor:
+        """Logits `(K, H, W)` at the network resolution; features of one image broadcast over K prompts."""
+        if len(features) not in (1, cond.shape[0]):
+            raise ValueError(f"{len(features)} images and {cond.shape[0]} prompts: pass one image, or one prompt "
+                             "per image")
+        logits = self.decoder(features.prepared, cond, features.grid)
+        if tuple(logits.shape[-2:]) != features.input_size:  # e.g. a refined head on a patch size other than 16
+            logits = F.interpolate(logits[:, None], size=features.input_size, mode="bilinear",
+                                   align_corners=False)[:, 0]
+        return logits
+
+    def forward(self, pixels: torch.Tensor, prompts: list[str] | torch.Tensor) -> torch.Tensor:
+        """Logits `(B, H, W)` for B (image, prompt) pairs, or for one image and B prompts."""
+        cond = prompts if isinstance(prompts, torch.Tensor) else self.prompt_embeddings(prompts)
+        return self.decode(self.image_features(pixels), cond)
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.decoder.parameters() if p.requires_grad)
+
+    def train(self, mode: bool = True) -> TextPromptedModel:
+        super().train(mode)
+        self.backbone.train(False)
+        return self

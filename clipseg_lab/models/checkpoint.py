@@ -1,0 +1,75 @@
+"""clipseg-lab checkpoints: one `.safetensors` file holding the decoder weights, with the model name, its
+config and the backbone it was trained on in the file's metadata. The backbone itself is not stored: it is
+loaded by name when the checkpoint is read (so a checkpoint is a few MB, not a CLIP)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from clipseg_lab.backbones.clip_backbone import ClipBackbone
+from clipseg_lab.backbones.loading import load_backbone
+from clipseg_lab.errors import WeightsFormatError, WeightsNotFoundError
+from clipseg_lab.files import atomic_path
+from clipseg_lab.models.base import TextPromptedModel
+
+FORMAT = "clipseg_lab.checkpoint/1"
+
+
+def save_model(model: TextPromptedModel, path: str | os.PathLike, **info: Any) -> Path:
+    """Write the decoder weights and everything needed to rebuild the model; `info` is stored too."""
+    path = Path(path)
+    meta = {
+        "format": FORMAT,
+        "model": model.name,
+        "config": dataclasses.asdict(model.config),
+        "backbone": {"name": model.backbone.name, "trained": model.backbone.trained},
+        "info": info,
+    }
+    state = {k: v.detach().contiguous().cpu() for k, v in model.decoder.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"clipseg_lab": json.dumps(meta, default=str)})
+    return path
+
+
+def read_checkpoint_meta(path: Path) -> dict[str, Any]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = (f.metadata() or {}).get("clipseg_lab")
+    except (SafetensorError, OSError) as exc:
+        raise WeightsFormatError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if meta is None:
+        raise WeightsFormatError(f"{path}: a safetensors file without clipseg-lab metadata; expected a checkpoint "
+                                 "written by clipseg_lab.save_model (or `clipseg-lab train`).")
+    return json.loads(meta)
+
+
+def load_model(path: str | os.PathLike, backbone: ClipBackbone | str | None = None,
+               device: str | torch.device | None = None) -> TextPromptedModel:
+    """Rebuild a model from a clipseg-lab checkpoint; the backbone is loaded by its stored name unless given."""
+    from clipseg_lab.models.registry import build_model
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise WeightsNotFoundError(f"{path}: no such checkpoint file.")
+    if path.is_dir() or path.suffix != ".safetensors":
+        raise WeightsFormatError(f"{path}: expected a clipseg-lab checkpoint (.safetensors written by save_model).")
+    meta = read_checkpoint_meta(path)
+    if backbone is None:
+        backbone = meta["backbone"]["name"]
+    model = build_model(meta["model"], backbone=backbone, device=device, **meta["config"])
+    state = load_file(str(path))
+    missing, unexpected = model.decoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightsFormatError(f"{path}: weights do not fit {meta['model']}: missing keys {sorted(missing)}, "
+                                 f"unexpected keys {sorted(unexpected)}")
+    model.provenance.decoder = f"checkpoint {path.name}"
+    model.provenance.extra = meta.get("info", {})
+    return model

@@ -1,0 +1,111 @@
+"""Run the numbered notebooks headless with papermill, and write a run manifest.
+
+`params/<profile>.yaml` holds the profile's values: top-level keys go to every notebook that declares them
+in its `parameters` cell, and `notebooks: {NN_name: {...}}` overrides them for one notebook. Only declared
+parameters are injected, so a notebook never receives a value it does not expect.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clipseg_lab.files import write_json
+from clipseg_lab.provenance import git_commit, package_versions
+
+log = logging.getLogger(__name__)
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def find_repo_root(start: Path | None = None) -> Path:
+    """The folder holding `notebooks/` and `params/`: searched upwards from the working directory."""
+    for folder in [(start or Path.cwd()).resolve(), *(start or Path.cwd()).resolve().parents, PACKAGE_ROOT]:
+        if (folder / "notebooks").is_dir() and (folder / "params").is_dir():
+            return folder
+    raise FileNotFoundError("no notebooks/ and params/ folders found above the working directory; run this from a "
+                            "clipseg-lab checkout")
+
+
+def load_params(profile: str, root: Path) -> dict[str, Any]:
+    path = root / "params" / f"{profile}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no parameters for profile {profile!r} (expected params/smoke.yaml or "
+                                "params/full.yaml)")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def numbered_notebooks(root: Path, only: list[str] | None = None) -> list[Path]:
+    books = sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = {o.zfill(2) for o in only}
+        unknown = wanted - {b.name[:2] for b in books}
+        if unknown:
+            raise ValueError(f"no notebook numbered {sorted(unknown)}; there are {[b.name for b in books]}")
+        books = [b for b in books if b.name[:2] in wanted]
+    return books
+
+
+def notebook_parameters(notebook: Path, params: dict[str, Any], **fixed: Any) -> dict[str, Any]:
+    """The values to inject into one notebook: profile values, its own overrides, then `fixed`, filtered to
+    the names its `parameters` cell declares."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    values = {k: v for k, v in params.items() if k != "notebooks"}
+    values.update((params.get("notebooks") or {}).get(notebook.stem, {}))
+    values.update({k: v for k, v in fixed.items() if v is not None})
+    return {k: v for k, v in values.items() if k in declared}
+
+
+def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device: str | None = None,
+                  run_root: str | os.PathLike | None = None, figures_root: str | os.PathLike | None = None,
+                  root: Path | None = None) -> list[dict[str, Any]]:
+    """Execute the notebooks in order; stop at the first failure. Returns one record per notebook run."""
+    import papermill
+
+    root = root or find_repo_root()
+    params = load_params(profile, root)
+    run_root = Path(run_root or root / "papermill_runs" / profile).resolve()
+    figures_root = Path(figures_root or root / "figures" / profile).resolve()
+    run_root.mkdir(parents=True, exist_ok=True)
+    figures_root.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "profile": profile, "commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "packages": package_versions(), "backbone": params.get("backbone"), "device": device or params.get("device"),
+        "notebooks": [],
+    }
+    books = numbered_notebooks(root, only)
+    for book in books:
+        values = notebook_parameters(book, params, profile=profile, device=device, run_dir=str(run_root),
+                                     figures_dir=str(figures_root))
+        record: dict[str, Any] = {"notebook": book.name, "parameters": values, "status": "running"}
+        manifest["notebooks"].append(record)
+        write_json(run_root / "manifest.json", manifest)
+        log.info("running %s", book.name)
+        start = time.perf_counter()
+        try:
+            papermill.execute_notebook(str(book), str(run_root / book.name), parameters=values,
+                                       cwd=str(book.parent), kernel_name="python3", progress_bar=False)
+            record["status"] = "ok"
+        except papermill.PapermillExecutionError as exc:
+            record.update(status="failed", cell=exc.exec_count, error=f"{exc.ename}: {exc.evalue}")
+        except Exception as exc:  # kernel died, notebook unreadable, ...
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        record["seconds"] = round(time.perf_counter() - start, 2)
+        write_json(run_root / "manifest.json", manifest)
+        print(f"{book.name}: {record['status']} in {record['seconds']:.1f} s"
+              + (f" -- cell {record.get('cell')}: {record['error']}" if record["status"] != "ok" else ""), flush=True)
+        if record["status"] != "ok":
+            skipped = [b.name for b in books[books.index(book) + 1:]]
+            manifest["skipped_after_failure"] = skipped
+            write_json(run_root / "manifest.json", manifest)
+            break
+    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_json(run_root / "manifest.json", manifest)
+    return manifest["notebooks"]

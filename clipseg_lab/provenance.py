@@ -1,0 +1,61 @@
+"""Where results came from: model weights, code version, package versions."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+UNTRAINED_BACKBONE = "untrained backbone"
+
+
+@dataclass
+class Provenance:
+    """Where a model's weights came from; every figure and output carries it."""
+
+    model: str
+    backbone: str
+    backbone_trained: bool
+    backbone_source: str
+    decoder: str = "untrained (random init)"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def untrained(self) -> bool:
+        """True when the backbone or the decoder has random weights: outputs show no learned skill."""
+        return not self.backbone_trained or self.decoder.startswith("untrained")
+
+    def caption(self) -> str:
+        backbone = self.backbone if self.backbone_trained else f"{self.backbone} ({UNTRAINED_BACKBONE})"
+        return f"{self.model} | backbone {backbone} | decoder {self.decoder}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The repository's commit (with '+dirty' for uncommitted changes), or 'unknown' outside a checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def package_versions(names: tuple[str, ...] = ("clipseg-lab", "torch", "torchvision", "transformers", "numpy",
+                                               "papermill")) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions

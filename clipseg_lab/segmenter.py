@@ -1,0 +1,64 @@
+"""`Segmenter`: encode an image once, then segment it for any number of text prompts."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from clipseg_lab.backbones.tokenizer import check_prompts
+from clipseg_lab.data.images import ImageLike, load_rgb
+from clipseg_lab.models.base import ImageFeatures, TextPromptedModel
+
+
+class Segmenter:
+    """A predictor over one image at a time.
+
+    >>> seg = Segmenter(model)
+    >>> seg.set_image("cat.jpg")            # the frozen backbone and image-only decoder part run here, once
+    >>> probs = seg.predict(["a cat", "a dog"])   # (2, H, W) in [0, 1] at the image's own resolution
+
+    The K prompts are encoded as one text batch and decoded as one batch (in chunks of `prompt_batch`)
+    against the image's cached features, which broadcast over the prompts instead of being copied.
+    """
+
+    def __init__(self, model: TextPromptedModel, *, threshold: float | None = None, prompt_batch: int = 64):
+        self.model = model.eval()
+        self.threshold = threshold
+        self.prompt_batch = prompt_batch
+        self.image: torch.Tensor | None = None  # (3, H, W) uint8
+        self.features: ImageFeatures | None = None
+
+    @property
+    def provenance(self):
+        return self.model.provenance
+
+    @torch.inference_mode()
+    def set_image(self, image: ImageLike) -> None:
+        """Read the image (path, PIL, array or tensor) and compute its features."""
+        self.image = load_rgb(image)
+        self.features = self.model.image_features(self.model.preprocess(self.image))
+
+    @torch.inference_mode()
+    def predict_logits(self, prompts: str | list[str]) -> torch.Tensor:
+        """Logits `(K, S, S)` at the network resolution."""
+        if self.features is None:
+            raise RuntimeError("call set_image(image) before predict(prompts)")
+        prompts = check_prompts(prompts)
+        cond = self.model.prompt_embeddings(prompts)
+        chunks = [self.model.decode(self.features, cond[i:i + self.prompt_batch])
+                  for i in range(0, len(prompts), self.prompt_batch)]
+        return torch.cat(chunks)
+
+    @torch.inference_mode()
+    def predict(self, prompts: str | list[str], threshold: float | None = None) -> torch.Tensor:
+        """Probabilities `(K, H, W)` in [0, 1] at the input image's resolution, on the CPU.
+
+        With a threshold (here or in the constructor) the result is a boolean mask `probs > threshold`.
+        """
+        logits = self.predict_logits(prompts)
+        assert self.image is not None
+        size = tuple(self.image.shape[-2:])
+        probs = F.interpolate(logits[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+        probs = probs.sigmoid().cpu()
+        threshold = self.threshold if threshold is None else threshold
+        return probs > threshold if threshold is not None else probs

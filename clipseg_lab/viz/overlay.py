@@ -1,0 +1,52 @@
+"""Masks drawn over their image."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from clipseg_lab.provenance import Provenance
+
+# colour-blind-safe colours (Okabe-Ito), one per prompt
+PALETTE = np.array([(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
+                    (204, 121, 167), (0, 0, 0)], dtype=np.float32) / 255.0
+
+
+def _hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    array = image.permute(1, 2, 0).numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    return array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)
+
+
+def blend(image: torch.Tensor | np.ndarray, probs: torch.Tensor | np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """RGB float image with each of the K soft masks `(K, H, W)` tinted in its palette colour."""
+    rgb = _hwc(image)
+    probs = probs.float().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs, dtype=np.float32)
+    for k, p in enumerate(probs):
+        weight = alpha * p[..., None]
+        rgb = rgb * (1 - weight) + PALETTE[k % len(PALETTE)] * weight
+    return np.clip(rgb, 0, 1)
+
+
+def plot_prompts(image: torch.Tensor | np.ndarray, probs: torch.Tensor, prompts: list[str],
+                 provenance: Provenance | None = None, threshold: float | None = None,
+                 alpha: float = 0.5) -> plt.Figure:
+    """Image | one probability map per prompt | all masks over the image."""
+    k = len(prompts)
+    fig, axes = plt.subplots(1, k + 2, figsize=(2.6 * (k + 2), 3.0), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(_hwc(image))
+    axes[0].set_title("image")
+    for ax, p, prompt in zip(axes[1:], probs, prompts):
+        shown = (p > threshold).float() if threshold is not None else p
+        ax.imshow(shown, cmap="magma", vmin=0, vmax=1)
+        ax.set_title(f"“{prompt}”", fontsize=9)
+    masks = (probs > threshold).float() if threshold is not None else probs
+    axes[-1].imshow(blend(image, masks, alpha))
+    axes[-1].set_title("overlay")
+    for ax in axes:
+        ax.axis("off")
+    if provenance is not None and provenance.untrained:
+        fig.suptitle("UNTRAINED weights: these maps show no learned segmentation", color="firebrick", fontsize=10)
+    fig.tight_layout()
+    return fig
