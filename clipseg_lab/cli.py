@@ -27,6 +27,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from clipseg_lab.files import save_png, write_json
     from clipseg_lab.viz import plot_prompts, save_figure
 
+    image = cl.data.load_rgb(args.image)  # fail on a bad image before loading any weights
     if args.checkpoint:
         model = cl.load_model(args.checkpoint, backbone=args.backbone, device=args.device)
     else:
@@ -36,7 +37,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         print(f"warning: {prov.caption()}: untrained weights, the masks show no learned segmentation. "
               "Pass --checkpoint and a real --backbone for real results.", file=sys.stderr)
     seg = cl.Segmenter(model)
-    seg.set_image(args.image)
+    seg.set_image(image)
     probs = seg.predict(args.prompts)
     out = Path(args.out or Path("outputs") / Path(args.image).stem)
     meta = {"provenance": prov.caption(), "image": str(args.image)}
