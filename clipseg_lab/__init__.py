@@ -1,13 +1,55 @@
-"""clipseg-lab: text-prompted image segmentation on a frozen CLIP."""
+"""clipseg-lab: text-prompted image segmentation on a frozen CLIP.
 
-from clipseg_lab.backbones import ClipBackbone, load_backbone
-from clipseg_lab.errors import (ClipsegLabError, ImageReadError, PromptError, UnknownNameError, WeightsFormatError,
-                                WeightsNotFoundError)
-from clipseg_lab.models import TextPromptedModel, build_model, list_models, load_model, save_model
-from clipseg_lab.segmenter import Segmenter
+The public names are imported on first use, so `clipseg-lab --help` and light submodules start without
+loading torch and transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["ClipBackbone", "ClipsegLabError", "ImageReadError", "PromptError", "Segmenter", "TextPromptedModel",
-           "UnknownNameError", "WeightsFormatError", "WeightsNotFoundError", "__version__", "build_model",
-           "list_models", "load_backbone", "load_model", "save_model"]
+_EXPORTS = {
+    "load_backbone": "clipseg_lab.backbones",
+    "ClipBackbone": "clipseg_lab.backbones",
+    "build_model": "clipseg_lab.models",
+    "list_models": "clipseg_lab.models",
+    "load_model": "clipseg_lab.models",
+    "save_model": "clipseg_lab.models",
+    "TextPromptedModel": "clipseg_lab.models",
+    "Segmenter": "clipseg_lab.segmenter",
+    "ClipsegLabError": "clipseg_lab.errors",
+    "ImageReadError": "clipseg_lab.errors",
+    "PromptError": "clipseg_lab.errors",
+    "UnknownNameError": "clipseg_lab.errors",
+    "WeightsFormatError": "clipseg_lab.errors",
+    "WeightsNotFoundError": "clipseg_lab.errors",
+}
+_SUBMODULES = {"backbones", "data", "models", "viz", "notebooks", "provenance", "files", "errors", "segmenter", "cli"}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"clipseg_lab.{name}")
+    else:
+        raise AttributeError(f"module 'clipseg_lab' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)
+
+
+if TYPE_CHECKING:  # for editors and type checkers
+    from clipseg_lab.backbones import ClipBackbone, load_backbone
+    from clipseg_lab.errors import (ClipsegLabError, ImageReadError, PromptError, UnknownNameError,
+                                    WeightsFormatError, WeightsNotFoundError)
+    from clipseg_lab.models import TextPromptedModel, build_model, list_models, load_model, save_model
+    from clipseg_lab.segmenter import Segmenter

@@ -95,4 +95,4 @@ def load_rgb(image: ImageLike) -> torch.Tensor:
         array = array_to_rgb(image)
     else:
         raise ImageReadError(f"cannot read an image from a {type(image).__name__}: pass a path, a PIL image or an array")
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
