@@ -34,13 +34,13 @@ def tiny_random_config() -> CLIPConfig:
     )
 
 
-def _default_device(device: str | torch.device | None) -> torch.device:
+def default_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-def _default_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+def default_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
     if dtype is None:  # half precision on accelerators, full precision on the CPU
         return torch.float16 if device.type == "cuda" else torch.float32
     return getattr(torch, dtype) if isinstance(dtype, str) else dtype
@@ -56,8 +56,8 @@ def load_backbone(name_or_path: str | os.PathLike, device: str | torch.device | 
     Weights are looked for as `resolve_weights` describes; missing weights raise `WeightsNotFoundError`.
     Default device: CUDA when present; default dtype: float16 on CUDA, float32 on the CPU.
     """
-    device = _default_device(device)
-    dtype = _default_dtype(dtype, device)
+    device = default_device(device)
+    dtype = default_dtype(dtype, device)
     text = str(name_or_path)
     if text == TINY_RANDOM:
         with torch.random.fork_rng(devices=[]):
@@ -87,22 +87,56 @@ def _is_unknown_name(text: str) -> bool:
     return text.count("/") != 1 or text.upper().startswith(("VIT-", "RN"))
 
 
-def _load_hf_dir(path: Path, dtype: torch.dtype) -> tuple[CLIPModel, tuple, tuple]:
+def read_hf_config(path: Path) -> dict:
     config_file = path / "config.json"
     try:
-        config = json.loads(config_file.read_text())
+        return json.loads(config_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise WeightsFormatError(f"{config_file}: unreadable config ({exc})") from exc
+
+
+def read_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """All weights of a Hugging Face model directory (safetensors, sharded or not; else pytorch_model.bin)."""
+    from safetensors.torch import load_file
+
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
+    if not files:
+        raise WeightsFormatError(f"{path}: config.json but no weights (model.safetensors or pytorch_model.bin).")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)) if f.suffix == ".safetensors"
+                     else torch.load(f, map_location="cpu", weights_only=True))
+    return state
+
+
+def clip_from_clipseg(config: dict, state: dict[str, torch.Tensor], source: str) -> CLIPModel:
+    """The CLIP inside a Hugging Face CLIPSeg model (its `clip.*` weights, same names as CLIPModel's)."""
+    clip_config = CLIPConfig(text_config=config.get("text_config") or {}, vision_config=config.get("vision_config") or {},
+                             projection_dim=config.get("projection_dim", 512))
+    model = CLIPModel(clip_config)
+    clip_state = {k[len("clip."):]: v.float() for k, v in state.items() if k.startswith("clip.")}
+    missing, unexpected = model.load_state_dict(clip_state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise WeightsFormatError(f"{source}: the CLIP weights of this CLIPSeg model do not fit CLIPModel "
+                                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model
+
+
+def _load_hf_dir(path: Path, dtype: torch.dtype) -> tuple[CLIPModel, tuple, tuple]:
+    config = read_hf_config(path)
     model_type = config.get("model_type")
-    if model_type != "clip":
+    if model_type == "clip":
+        if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+            raise WeightsFormatError(f"{path}: config.json but no weights (model.safetensors or pytorch_model.bin).")
+        model = CLIPModel.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    elif model_type == "clipseg":  # a CLIPSeg model carries its CLIP: use that one
+        model = clip_from_clipseg(config, read_hf_state_dict(path), str(path))
+    else:
         raise WeightsFormatError(
             f"{path}: config.json has model_type {model_type!r}; expected a CLIP model directory "
-            "(model_type 'clip', as CLIPModel.save_pretrained writes it, e.g. openai/clip-vit-base-patch16). "
-            + ("A CLIPSeg directory is a whole segmentation model: open it with clipseg_lab.load_model."
-               if model_type == "clipseg" else ""))
-    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-        raise WeightsFormatError(f"{path}: config.json but no weights (model.safetensors or pytorch_model.bin).")
-    model = CLIPModel.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+            "(model_type 'clip', as CLIPModel.save_pretrained writes it, e.g. openai/clip-vit-base-patch16) "
+            "or a CLIPSeg one (model_type 'clipseg', e.g. CIDAS/clipseg-rd64-refined).")
     mean, std = CLIP_MEAN, CLIP_STD
     pre = path / "preprocessor_config.json"
     if pre.is_file():

@@ -1,7 +1,8 @@
 """Decoders on a frozen CLIP, their presets, and checkpoints."""
 
 from clipseg_lab.models.base import ImageFeatures, TextPromptedModel
-from clipseg_lab.models.checkpoint import load_model, save_model
+from clipseg_lab.models.checkpoint import save_model
+from clipseg_lab.models.loading import load_model
 from clipseg_lab.models.clipseg import ClipSegConfig, ClipSegDecoder
 from clipseg_lab.models.registry import PRESETS, build_model, list_models
 

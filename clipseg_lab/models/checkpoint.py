@@ -16,7 +16,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from clipseg_lab.backbones.clip_backbone import ClipBackbone
 from clipseg_lab.backbones.loading import load_backbone
-from clipseg_lab.errors import WeightsFormatError, WeightsNotFoundError
+from clipseg_lab.errors import WeightsFormatError
 from clipseg_lab.files import atomic_path
 from clipseg_lab.models.base import TextPromptedModel
 
@@ -51,16 +51,11 @@ def read_checkpoint_meta(path: Path) -> dict[str, Any]:
     return json.loads(meta)
 
 
-def load_model(path: str | os.PathLike, backbone: ClipBackbone | str | None = None,
-               device: str | torch.device | None = None) -> TextPromptedModel:
+def load_checkpoint(path: Path, backbone: ClipBackbone | str | None = None,
+                    device: str | torch.device | None = None) -> TextPromptedModel:
     """Rebuild a model from a clipseg-lab checkpoint; the backbone is loaded by its stored name unless given."""
     from clipseg_lab.models.registry import build_model
 
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise WeightsNotFoundError(f"{path}: no such checkpoint file.")
-    if path.is_dir() or path.suffix != ".safetensors":
-        raise WeightsFormatError(f"{path}: expected a clipseg-lab checkpoint (.safetensors written by save_model).")
     meta = read_checkpoint_meta(path)
     if backbone is None:
         backbone = meta["backbone"]["name"]

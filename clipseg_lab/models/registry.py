@@ -37,9 +37,29 @@ FAMILIES: dict[str, tuple[type, Callable[..., torch.nn.Module]]] = {
     "clipseg": (ClipSegConfig, _build_clipseg),
 }
 
+_RELEASED = "(3, 6, 9): the layers of the released weights, as transformers' converter builds them"
 PRESETS: dict[str, ModelPreset] = {p.name: p for p in [
+    # CLIPSeg (Lüddecke & Ecker 2022). Parameter counts are transformers' (no unused `reduce` layer); the
+    # paper's 1,122,305 for rd64 counts the original code's unused reduce layer and differs in the head.
+    ModelPreset("clipseg-rd16", "clipseg", dict(extract_layers=(3, 6, 9), reduce_dim=16),
+                f"CLIPSeg rd16-uni (released weights); layers {_RELEASED}", 352, 263_681),
     ModelPreset("clipseg-rd64", "clipseg", dict(extract_layers=(3, 6, 9), reduce_dim=64),
-                "CLIPSeg rd64-uni (released weights; transformers' CIDAS/clipseg-rd64)", 352, 1_073_153),
+                f"CLIPSeg rd64-uni (released; CIDAS/clipseg-rd64); layers {_RELEASED}", 352, 1_073_153),
+    ModelPreset("clipseg-rd64-refined", "clipseg", dict(extract_layers=(3, 6, 9), reduce_dim=64,
+                                                        complex_trans_conv=True),
+                f"CLIPSeg rd64-uni-refined (released; CIDAS/clipseg-rd64-refined); layers {_RELEASED}", 352,
+                1_127_009),
+    ModelPreset("clipseg-rd128", "clipseg", dict(extract_layers=(3, 6, 9), reduce_dim=128),
+                "CLIPSeg with D=128 (the paper's PhraseCut D=128 row; no released weights)", 352, 2_238_465),
+    ModelPreset("clipseg-rd64-layers-3-7-9-ablation", "clipseg", dict(extract_layers=(3, 7, 9), reduce_dim=64),
+                "ablation only: layers (3, 7, 9) as the paper's text and one experiment file say; NOT the released "
+                "weights, which read (3, 6, 9)", 352, 1_073_153),
+    ModelPreset("model0", "clipseg", dict(extract_layers=(2, 4, 6, 8, 10), reduce_dim=128, film="all"),
+                "seed variant 0: FiLM at every decoder step, layers 2,4,6,8,10, D=128", 352, 4_146_689),
+    ModelPreset("model1", "clipseg", dict(extract_layers=(3, 6, 9), reduce_dim=64, film="first"),
+                "seed variant 1 = CLIPSeg: FiLM once at the deepest layer, layers 3,6,9, D=64", 352, 1_073_153),
+    ModelPreset("model2", "clipseg", dict(extract_layers=(8, 9, 10, 11), reduce_dim=128, film="all"),
+                "seed variant 2: FiLM at every decoder step, layers 8,9,10,11, D=128", 352, 3_323_905),
 ]}
 
 
