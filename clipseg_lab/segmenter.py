@@ -41,21 +41,35 @@ class Segmenter:
     @torch.inference_mode()
     def predict_logits(self, prompts: str | list[str]) -> torch.Tensor:
         """Logits `(K, S, S)` at the network resolution."""
-        if self.features is None:
-            raise RuntimeError("call set_image(image) before predict(prompts)")
-        prompts = check_prompts(prompts)
-        cond = self.model.prompt_embeddings(prompts)
-        chunks = [self.model.decode(self.features, cond[i:i + self.prompt_batch])
-                  for i in range(0, len(prompts), self.prompt_batch)]
-        return torch.cat(chunks)
+        self._require_image()
+        cond = self.model.prompt_embeddings(check_prompts(prompts))
+        return self.predict_logits_from_embeddings(cond)
 
     @torch.inference_mode()
-    def predict(self, prompts: str | list[str], threshold: float | None = None) -> torch.Tensor:
+    def predict_logits_from_embeddings(self, cond: torch.Tensor) -> torch.Tensor:
+        """Logits `(K, S, S)` for K conditional embeddings (text, visual or a mix of both)."""
+        self._require_image()
+        cond = cond.to(self.model.backbone.device, next(self.model.decoder.parameters()).dtype)
+        chunks = [self.model.decode(self.features, cond[i:i + self.prompt_batch])
+                  for i in range(0, cond.shape[0], self.prompt_batch)]
+        return torch.cat(chunks)
+
+    def _require_image(self) -> None:
+        if self.features is None:
+            raise RuntimeError("call set_image(image) before predict(prompts)")
+
+    @torch.inference_mode()
+    def predict(self, prompts: str | list[str] | torch.Tensor, threshold: float | None = None) -> torch.Tensor:
         """Probabilities `(K, H, W)` in [0, 1] at the input image's resolution, on the CPU.
+
+        `prompts`: text prompts, or a `(K, embed_dim)` tensor of conditional embeddings (visual prompts).
 
         With a threshold (here or in the constructor) the result is a boolean mask `probs > threshold`.
         """
-        logits = self.predict_logits(prompts)
+        if isinstance(prompts, torch.Tensor):  # conditional embeddings, e.g. from visual prompts
+            logits = self.predict_logits_from_embeddings(prompts)
+        else:
+            logits = self.predict_logits(prompts)
         assert self.image is not None
         size = tuple(self.image.shape[-2:])
         probs = F.interpolate(logits[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]

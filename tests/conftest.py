@@ -64,6 +64,42 @@ def small_openai_clip(seed: int = 2):
     return model.half().float()
 
 
+SMALL_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                  max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407)
+SMALL_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, image_size=64,
+                    patch_size=16)
+
+
+def small_hf_clipseg(refined: bool = False, seed: int = 3):
+    """transformers' CLIPSegForImageSegmentation, small, random, with every weight randomised."""
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
+
+    torch.manual_seed(seed)
+    model = CLIPSegForImageSegmentation(CLIPSegConfig(
+        text_config=SMALL_TEXT, vision_config=SMALL_VISION, projection_dim=32, extract_layers=(1, 2, 3),
+        reduce_dim=16, decoder_num_attention_heads=2, decoder_intermediate_size=64,
+        use_complex_transposed_convolution=refined)).eval()
+    _jitter_norms(model, seed)
+    with torch.no_grad():  # biases start at zero: make them count
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.add_(0.01 * torch.randn_like(p))
+        if refined:  # its default init gives logits in the hundreds; scale to the released models' range (~ +-20)
+            model.decoder.transposed_convolution[4].weight.mul_(0.05)
+    return model
+
+
+@pytest.fixture(scope="session")
+def hf_clipseg_dirs(tmp_path_factory) -> dict[str, Path]:
+    """`save_pretrained` directories of a plain and a refined small CLIPSeg."""
+    out = {}
+    for kind in ("plain", "refined"):
+        path = tmp_path_factory.mktemp(f"clipseg_{kind}")
+        small_hf_clipseg(refined=kind == "refined").save_pretrained(path)
+        out[kind] = path
+    return out
+
+
 @pytest.fixture(scope="session")
 def hf_clip_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("hf_clip")

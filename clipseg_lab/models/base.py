@@ -54,6 +54,14 @@ class TextPromptedModel(nn.Module):
         dtype = next(self.decoder.parameters()).dtype
         return emb.to(dtype).clone() if torch.is_grad_enabled() else emb.to(dtype)
 
+    def visual_prompt_embeddings(self, images, masks, mode: str = "crop_blur_highlight", **options) -> torch.Tensor:
+        """Conditional embeddings from (image, mask) examples; see `clipseg_lab.models.visual_prompt`."""
+        from clipseg_lab.models.visual_prompt import visual_prompt_embeddings
+
+        emb = visual_prompt_embeddings(self.backbone, images, masks, mode, **options)
+        dtype = next(self.decoder.parameters()).dtype
+        return emb.to(dtype).clone() if torch.is_grad_enabled() else emb.to(dtype)
+
     def decode(self, features: ImageFeatures, cond: torch.Tensor) -> torch.Tensor:
         """Logits `(K, H, W)` at the network resolution; features of one image broadcast over K prompts."""
         if len(features) not in (1, cond.shape[0]):

@@ -87,8 +87,9 @@ def hf_to_original_decoder(state: StateDict) -> StateDict:
 
 
 def _preset_for(reduce_dim: int, refined: bool) -> str:
+    """The preset a released decoder is an instance of (its exact sizes are passed as overrides)."""
     if refined:
-        return "clipseg-rd64-refined" if reduce_dim == 64 else "clipseg-rd64"
+        return "clipseg-rd64-refined"
     return {16: "clipseg-rd16", 64: "clipseg-rd64", 128: "clipseg-rd128"}.get(reduce_dim, "clipseg-rd64")
 
 
