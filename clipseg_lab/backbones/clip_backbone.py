@@ -120,12 +120,15 @@ class ClipBackbone(nn.Module):
         return torch.cat(out)
 
     @torch.inference_mode()
-    def encode_image(self, pixels: torch.Tensor, layers: Sequence[int] = (), pooled: bool = True) -> ImageEncoding:
+    def encode_image(self, pixels: torch.Tensor, layers: Sequence[int] = (), pooled: bool = True,
+                     project: bool = False) -> ImageEncoding:
         """Token activations of the requested blocks, and the projected embedding if `pooled`.
 
         Any input size that is a multiple of the patch size works; the position embeddings are
         interpolated (bicubic, as CLIPSeg and transformers do) when it differs from the native one.
-        Without `pooled`, blocks after the deepest requested layer are not run.
+        Without `pooled`, blocks after the deepest requested layer are not run. With `project`, every token
+        of the returned layers goes through the final norm and the image projection (`(B, T, embed_dim)`),
+        as the pooled class token does: patch tokens in the joint image-text space.
         """
         layers = tuple(self._check_layer(i) for i in layers)
         if not layers and not pooled:
@@ -141,7 +144,10 @@ class ClipBackbone(nn.Module):
             if index in layers:
                 kept[index] = hidden
         embedding = self.clip.visual_projection(vision.post_layernorm(hidden[:, 0])) if pooled else None
-        return ImageEncoding([kept[i] for i in layers], layers, embedding, grid)
+        activations = [kept[i] for i in layers]
+        if project:
+            activations = [self.clip.visual_projection(vision.post_layernorm(a)) for a in activations]
+        return ImageEncoding(activations, layers, embedding, grid)
 
     def _check_layer(self, index: int) -> int:
         if not -self.num_layers <= index < self.num_layers:

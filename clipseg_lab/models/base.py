@@ -42,12 +42,13 @@ class TextPromptedModel(nn.Module):
 
     def image_features(self, pixels: torch.Tensor) -> ImageFeatures:
         """Run the frozen backbone to the deepest layer the decoder reads, then the image-only decoder part."""
-        encoding = self.backbone.encode_image(pixels, layers=self.decoder.extract_layers, pooled=False)
+        encoding = self.backbone.encode_image(pixels, layers=self.decoder.extract_layers, pooled=False,
+                                              project=getattr(self.decoder, "project_tokens", False))
         activations = encoding.activations
         dtype = next(self.decoder.parameters()).dtype
         # backbone outputs are inference tensors: copy them before autograd may need them (training)
         activations = [a.to(dtype).clone() if torch.is_grad_enabled() else a.to(dtype) for a in activations]
-        return ImageFeatures(self.decoder.prepare(activations), encoding.grid, tuple(pixels.shape[-2:]))
+        return ImageFeatures(self.decoder.prepare(activations, encoding.grid), encoding.grid, tuple(pixels.shape[-2:]))
 
     def prompt_embeddings(self, prompts: list[str]) -> torch.Tensor:
         emb = self.backbone.encode_text(prompts)

@@ -61,6 +61,13 @@ def load_checkpoint(path: Path, backbone: ClipBackbone | str | None = None,
         backbone = meta["backbone"]["name"]
     model = build_model(meta["model"], backbone=backbone, device=device, **meta["config"])
     state = load_file(str(path))
+    own = model.decoder.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise WeightsFormatError(f"{path}: trained on backbone {meta['backbone']['name']!r}, whose sizes do not fit "
+                                 f"{model.backbone.name} (checkpoint vs model: {', '.join(wrong[:3])}); load it with "
+                                 "the backbone it was trained on")
     missing, unexpected = model.decoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise WeightsFormatError(f"{path}: weights do not fit {meta['model']}: missing keys {sorted(missing)}, "

@@ -109,7 +109,7 @@ class ClipSegDecoder(nn.Module):
     def extract_layers(self) -> tuple[int, ...]:
         return self.config.extract_layers
 
-    def prepare(self, activations: list[torch.Tensor]) -> list[torch.Tensor]:
+    def prepare(self, activations: list[torch.Tensor], grid: tuple[int, int]) -> list[torch.Tensor]:
         """Project each layer's tokens to D, deepest layer first. Depends on the image only: cache it."""
         return [reduce(a) for a, reduce in zip(activations[::-1], self.reduces)]
 

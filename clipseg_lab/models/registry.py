@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -16,6 +16,8 @@ from clipseg_lab.backbones.loading import load_backbone
 from clipseg_lab.errors import UnknownNameError
 from clipseg_lab.models.base import TextPromptedModel
 from clipseg_lab.models.clipseg import ClipSegConfig, ClipSegDecoder
+from clipseg_lab.models.conv_decoder import ConvDecoderConfig, ConvUNetDecoder
+from clipseg_lab.models.transformer_decoder import TransformerDecoder, TransformerDecoderConfig
 
 
 @dataclass(frozen=True)
@@ -24,17 +26,14 @@ class ModelPreset:
     family: str  # which decoder class builds it
     config: dict[str, Any]
     source: str  # where the design and numbers come from
-    input_size: int = 352
-    vit_b16_parameters: int | None = None  # trainable parameters on ViT-B/16, asserted in the tests
+    input_size: int
+    vit_b16_parameters: int  # trainable parameters on ViT-B/16 (width 768, embedding 512), asserted in the tests
 
 
-def _build_clipseg(config: ClipSegConfig, backbone: ClipBackbone) -> ClipSegDecoder:
-    return ClipSegDecoder(config, backbone_width=backbone.width, cond_dim=backbone.embed_dim,
-                          patch_size=backbone.patch_size)
-
-
-FAMILIES: dict[str, tuple[type, Callable[..., torch.nn.Module]]] = {
-    "clipseg": (ClipSegConfig, _build_clipseg),
+FAMILIES: dict[str, tuple[type, type[torch.nn.Module]]] = {
+    "clipseg": (ClipSegConfig, ClipSegDecoder),
+    "conv-unet": (ConvDecoderConfig, ConvUNetDecoder),
+    "transformer": (TransformerDecoderConfig, TransformerDecoder),
 }
 
 _RELEASED = "(3, 6, 9): the layers of the released weights, as transformers' converter builds them"
@@ -60,12 +59,30 @@ PRESETS: dict[str, ModelPreset] = {p.name: p for p in [
                 "seed variant 1 = CLIPSeg: FiLM once at the deepest layer, layers 3,6,9, D=64", 352, 1_073_153),
     ModelPreset("model2", "clipseg", dict(extract_layers=(8, 9, 10, 11), reduce_dim=128, film="all"),
                 "seed variant 2: FiLM at every decoder step, layers 8,9,10,11, D=128", 352, 3_323_905),
+    ModelPreset("conv-unet-decoder", "conv-unet", {},
+                "UNet-like conv decoder: layers 2,5,8,11 reassembled at strides 4/8/16/32, skips, transposed-conv "
+                "upsampling, FiLM at every level", 352, 1_321_185),
+    ModelPreset("transformer-decoder", "transformer", {},
+                "RefCOCO re-implementation: projected last-layer patch tokens, FiLM, 3 post-norm transformer "
+                "layers (8 heads, FF 4x), per-token logit, bilinear upsampling; 224 px as in that seed", 224, 9_982_977),
 ]}
 
 
 def list_models() -> list[str]:
     """Every preset name `build_model` accepts."""
     return sorted(PRESETS)
+
+
+def describe_models() -> list[dict[str, Any]]:
+    """One row per preset: name, decoder family, layers, FiLM placement, D, input size, parameters, source."""
+    rows = []
+    for name in list_models():
+        p = PRESETS[name]
+        config = FAMILIES[p.family][0](**p.config)
+        rows.append({"model": name, "decoder": p.family, "layers": getattr(config, "extract_layers", None),
+                     "film": getattr(config, "film", "all"), "reduce_dim": getattr(config, "reduce_dim", None),
+                     "input_px": p.input_size, "params_vit_b16": p.vit_b16_parameters, "source": p.source})
+    return rows
 
 
 def get_preset(name: str) -> ModelPreset:
@@ -84,7 +101,7 @@ def build_model(name: str, backbone: ClipBackbone | str = "ViT-B/16", *, seed: i
     preset = get_preset(name)
     if isinstance(backbone, str):
         backbone = load_backbone(backbone, device=device)
-    config_cls, build = FAMILIES[preset.family]
+    config_cls, decoder_cls = FAMILIES[preset.family]
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
@@ -96,7 +113,8 @@ def build_model(name: str, backbone: ClipBackbone | str = "ViT-B/16", *, seed: i
                              f"0..{backbone.num_layers - 1}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        decoder = build(config, backbone)
+        decoder = decoder_cls(config, backbone_width=backbone.width, cond_dim=backbone.embed_dim,
+                              patch_size=backbone.patch_size)
     model = TextPromptedModel(backbone, decoder, name=name, config=config, input_size=preset.input_size)
     model.provenance.decoder = f"untrained (random init, seed {seed})"
     return model.to(backbone.device).eval()  # like from_pretrained: a trainer calls .train()
