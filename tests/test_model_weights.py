@@ -40,10 +40,11 @@ def test_hf_clipseg_dir_matches_transformers(hf_clipseg_dirs, kind):
     assert (got - expected).abs().max() <= ATOL
 
 
-def test_visual_prompts_match_transformers(hf_clipseg_dirs):
+@pytest.mark.parametrize("kind", ["plain", "refined"])
+def test_visual_prompts_match_transformers(hf_clipseg_dirs, kind):
     """CLIPSeg's image-conditioned path: the prompt image's projected CLIP embedding conditions the decoder."""
-    reference = small_hf_clipseg()
-    model = cl.load_model(hf_clipseg_dirs["plain"], device="cpu")
+    reference = small_hf_clipseg(refined=kind == "refined")
+    model = cl.load_model(hf_clipseg_dirs[kind], device="cpu")
     pixels, cond_pixels = torch.randn(1, 3, 64, 64), torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         cond = model.backbone.encode_image(cond_pixels, pooled=True).pooled

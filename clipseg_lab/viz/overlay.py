@@ -50,3 +50,25 @@ def plot_prompts(image: torch.Tensor | np.ndarray, probs: torch.Tensor, prompts:
         fig.suptitle("UNTRAINED weights: these maps show no learned segmentation", color="firebrick", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_model_grid(image: torch.Tensor | np.ndarray, predictions: dict[str, torch.Tensor], prompt: str,
+                    untrained: bool = False, columns: int = 5) -> plt.Figure:
+    """The image, then one probability map per model for the same prompt."""
+    n = len(predictions) + 1
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.7 * rows), squeeze=False)
+    axes = axes.ravel()
+    axes[0].imshow(_hwc(image))
+    axes[0].set_title("image", fontsize=9)
+    for ax, (name, probs) in zip(axes[1:], predictions.items()):
+        ax.imshow(probs, cmap="magma", vmin=0, vmax=1)
+        ax.set_title(name, fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    title = f"“{prompt}”: one prediction per model"
+    if untrained:
+        title += "  (UNTRAINED weights: no learned segmentation)"
+    fig.suptitle(title, color="firebrick" if untrained else "black", fontsize=10)
+    fig.tight_layout()
+    return fig
