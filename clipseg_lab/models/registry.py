@@ -73,6 +73,9 @@ def list_models() -> list[str]:
     return sorted(PRESETS)
 
 
+_FILM_PLACEMENT = {"conv-unet": "every level", "transformer": "input tokens"}
+
+
 def describe_models() -> list[dict[str, Any]]:
     """One row per preset: name, decoder family, layers, FiLM placement, D, input size, parameters, source."""
     rows = []
@@ -80,7 +83,7 @@ def describe_models() -> list[dict[str, Any]]:
         p = PRESETS[name]
         config = FAMILIES[p.family][0](**p.config)
         rows.append({"model": name, "decoder": p.family, "layers": getattr(config, "extract_layers", None),
-                     "film": getattr(config, "film", "all"), "reduce_dim": getattr(config, "reduce_dim", None),
+                     "film": getattr(config, "film", _FILM_PLACEMENT.get(p.family)), "reduce_dim": getattr(config, "reduce_dim", None),
                      "input_px": p.input_size, "params_vit_b16": p.vit_b16_parameters, "source": p.source})
     return rows
 
