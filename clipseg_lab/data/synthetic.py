@@ -57,14 +57,15 @@ class SyntheticShapes(Dataset):
     """`num_scenes` seeded scenes of `size` x `size` pixels. See the module docstring."""
 
     def __init__(self, num_scenes: int = 200, size: int = 128, seed: int = 0, mode: str = "referring",
-                 min_shapes: int = 2, max_shapes: int = 4, negative_rate: float = 0.0, ignore_band: int = 0):
+                 min_shapes: int = 2, max_shapes: int = 4, negative_rate: float = 0.0, ignore_band: int = 0,
+                 transform=None):
         if mode not in ("referring", "semantic"):
             raise ValueError(f"mode must be 'referring' or 'semantic', not {mode!r}")
         if not 2 <= min_shapes <= max_shapes <= 6:
             raise ValueError("need 2 <= min_shapes <= max_shapes <= 6 (every scene holds distractors)")
         self.num_scenes, self.size, self.seed, self.mode = num_scenes, size, seed, mode
         self.min_shapes, self.max_shapes = min_shapes, max_shapes
-        self.negative_rate, self.ignore_band = negative_rate, ignore_band
+        self.negative_rate, self.ignore_band, self.transform = negative_rate, ignore_band, transform
         self.class_names = CLASS_NAMES
         # index -> (scene, shape index or -1 for a negative prompt); a pure function of the seed
         self._index: list[tuple[int, int]] = []
@@ -145,9 +146,10 @@ class SyntheticShapes(Dataset):
             absent = [(kd, c) for kd in KINDS for c in COLOURS if (kd, c) not in present]
             kind, colour = absent[int(rng.integers(len(absent)))]
             mask, prompt = np.zeros(labels.shape, np.uint8), f"the {colour} {kind}"
-        return {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), "mask": torch.from_numpy(mask),
-                "prompt": prompt, "name": name, "source": f"SyntheticShapes(seed={self.seed})#{scene}",
-                "dataset": "synthetic_shapes", "target": k}
+        sample = {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), "mask": torch.from_numpy(mask),
+                  "prompt": prompt, "name": name, "source": f"SyntheticShapes(seed={self.seed})#{scene}",
+                  "dataset": "synthetic_shapes", "target": k}
+        return self.transform(sample) if self.transform is not None else sample
 
 
 def _edges(labels: np.ndarray, width: int) -> np.ndarray:

@@ -43,12 +43,21 @@ class TextPromptedModel(nn.Module):
     def image_features(self, pixels: torch.Tensor) -> ImageFeatures:
         """Run the frozen backbone to the deepest layer the decoder reads, then the image-only decoder part."""
         encoding = self.backbone.encode_image(pixels, layers=self.decoder.extract_layers, pooled=False,
-                                              project=getattr(self.decoder, "project_tokens", False))
-        activations = encoding.activations
+                                              project=self.projects_tokens)
+        return self.features_from_activations(encoding.activations, encoding.grid)
+
+    @property
+    def projects_tokens(self) -> bool:
+        """Whether the decoder reads tokens in the joint space (final norm + image projection applied)."""
+        return getattr(self.decoder, "project_tokens", False)
+
+    def features_from_activations(self, activations: list[torch.Tensor], grid: tuple[int, int]) -> ImageFeatures:
+        """The decoder's image-only part on backbone activations (e.g. read from an `ActivationCache`)."""
         dtype = next(self.decoder.parameters()).dtype
         # backbone outputs are inference tensors: copy them before autograd may need them (training)
         activations = [a.to(dtype).clone() if torch.is_grad_enabled() else a.to(dtype) for a in activations]
-        return ImageFeatures(self.decoder.prepare(activations, encoding.grid), encoding.grid, tuple(pixels.shape[-2:]))
+        size = (grid[0] * self.backbone.patch_size, grid[1] * self.backbone.patch_size)
+        return ImageFeatures(self.decoder.prepare(activations, grid), grid, size)
 
     def prompt_embeddings(self, prompts: list[str]) -> torch.Tensor:
         emb = self.backbone.encode_text(prompts)
