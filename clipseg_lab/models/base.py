@@ -10,7 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipseg_lab.backbones.clip_backbone import ClipBackbone
+from clipseg_lab.backbones.tokenizer import check_prompts
 from clipseg_lab.provenance import Provenance
+
+
+TEXT_CACHE_SIZE = 4096
 
 
 @dataclass
@@ -36,6 +40,7 @@ class TextPromptedModel(nn.Module):
         self.config = config  # the decoder's dataclass config
         self.input_size = input_size
         self.provenance = Provenance(name, backbone.name, backbone.trained, backbone.source)
+        self._text_cache: dict[str, torch.Tensor] = {}
 
     def preprocess(self, images) -> torch.Tensor:
         return self.backbone.preprocess(images, size=self.input_size)
@@ -60,9 +65,17 @@ class TextPromptedModel(nn.Module):
         return ImageFeatures(self.decoder.prepare(activations, grid), grid, size)
 
     def prompt_embeddings(self, prompts: list[str]) -> torch.Tensor:
-        emb = self.backbone.encode_text(prompts)
+        """Text embeddings `(K, embed_dim)`. The text tower is frozen, so each distinct prompt is encoded once
+        and remembered (up to `TEXT_CACHE_SIZE` prompts): epochs and slider moves reuse them."""
+        prompts = check_prompts(prompts)
+        new = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))
+        if new:
+            if len(self._text_cache) + len(new) > TEXT_CACHE_SIZE:
+                self._text_cache.clear()
+            self._text_cache.update(zip(new, self.backbone.encode_text(new).float().cpu()))
         dtype = next(self.decoder.parameters()).dtype
-        return emb.to(dtype).clone() if torch.is_grad_enabled() else emb.to(dtype)
+        emb = torch.stack([self._text_cache[p] for p in prompts]).to(self.backbone.device, dtype)
+        return emb
 
     def visual_prompt_embeddings(self, images, masks, mode: str = "crop_blur_highlight", **options) -> torch.Tensor:
         """Conditional embeddings from (image, mask) examples; see `clipseg_lab.models.visual_prompt`."""
