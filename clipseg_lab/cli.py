@@ -56,6 +56,19 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from clipseg_lab.data.prepare import prepare_dataset
+
+    options = {"images": "placeholder"} if args.placeholder_images else {}
+    manifest = prepare_dataset(args.dataset, args.data, args.out, network_size=args.network_size,
+                               backbone_size=args.backbone_size, overwrite=args.overwrite, limit=args.limit, **options)
+    for split, info in manifest["splits"].items():
+        print(f"{split}: {info['samples']} samples" + (f" ({info['note']})" if "note" in info else ""))
+    if manifest["skipped"]:
+        print(f"skipped {len(manifest['skipped'])} samples: see {args.out}/manifest.json", file=sys.stderr)
+    return 0
+
+
 def cmd_notebooks(args: argparse.Namespace) -> int:
     from clipseg_lab.notebooks import run_notebooks
 
@@ -83,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None, help="write binary masks at this probability")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("prepare", help="write a resized, rasterised copy of a dataset (Train/Val/Test)",
+                       description="Images at the network and backbone sizes, masks (nearest), samples.csv, manifest.")
+    p.add_argument("--dataset", required=True,
+                   help="oxford_pet, phrasecut, refcoco, refcoco+, refcocog, potsdam, vaihingen, loveda, synthetic_shapes")
+    p.add_argument("--data", default=None, help="the dataset's folder (or annotation file for RefCOCO)")
+    p.add_argument("--out", required=True, help="output folder (written whole or not at all)")
+    p.add_argument("--network-size", type=int, default=512)
+    p.add_argument("--backbone-size", type=int, default=352)
+    p.add_argument("--limit", type=int, default=None, help="at most this many samples per split")
+    p.add_argument("--placeholder-images", action="store_true",
+                   help="RefCOCO without COCO images: grey placeholders of the true sizes (smoke runs only)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("notebooks", help="run the numbered notebooks headless through papermill",
                        description="Executes notebooks/NN_*.ipynb in order with params/<profile>.yaml.")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import clipseg_lab as cl
 from clipseg_lab.data.cache import ActivationCache
@@ -67,3 +69,22 @@ def test_cached_training_features_equal_online_features(tmp_path, tiny_backbone)
         cached = model.decode(model.features_from_activations(acts, grid), model.prompt_embeddings(["a", "b"]))
         online = model(model.preprocess(images), ["a", "b"])
     torch.testing.assert_close(cached, online, atol=1e-5, rtol=0)
+
+
+def test_prepare_writes_a_whole_copy(samples, tmp_path):
+    from clipseg_lab.cli import main
+    from clipseg_lab.data.prepare import prepare_dataset
+
+    out = tmp_path / "pets"
+    manifest = prepare_dataset("oxford_pet", samples / "oxford_pet", out, network_size=64, backbone_size=32)
+    counts = {split: info["samples"] for split, info in manifest["splits"].items()}
+    assert sum(counts.values()) == 18 and counts["Val"] >= 1
+    mask = np.asarray(Image.open(next((out / "Train" / "masks").glob("*.png"))))
+    assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 1, 2, 255}  # nearest: no blended labels
+    assert Image.open(next((out / "Train" / "images_clip").glob("*.png"))).size == (32, 32)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder left behind"
+    with pytest.raises(FileExistsError):
+        prepare_dataset("oxford_pet", samples / "oxford_pet", out)
+    code = main(["prepare", "--dataset", "refcoco", "--data", str(samples / "refcoco" / "refcoco.json"), "--out",
+                 str(tmp_path / "refs"), "--placeholder-images", "--network-size", "32", "--backbone-size", "32"])
+    assert code == 0 and (tmp_path / "refs" / "Val" / "samples.csv").read_text().count(",True") >= 1

@@ -60,7 +60,8 @@ class TextPromptedModel(nn.Module):
         """The decoder's image-only part on backbone activations (e.g. read from an `ActivationCache`)."""
         dtype = next(self.decoder.parameters()).dtype
         # backbone outputs are inference tensors: copy them before autograd may need them (training)
-        activations = [a.to(dtype).clone() if torch.is_grad_enabled() else a.to(dtype) for a in activations]
+        activations = [a.to(dtype).clone() if torch.is_grad_enabled() and a.is_inference() else a.to(dtype)
+                       for a in activations]
         size = (grid[0] * self.backbone.patch_size, grid[1] * self.backbone.patch_size)
         return ImageFeatures(self.decoder.prepare(activations, grid), grid, size)
 
