@@ -240,3 +240,33 @@ def test_phrasecut_fixture(tmp_path):
     assert "mask" not in inputs[0] and inputs[0]["prompt"] == "two windows"
     with pytest.raises(DatasetError, match="refer_train.json: missing"):
         PhraseCut(root, "train")
+
+
+@pytest.mark.parametrize("storage", ["save_to_disk", "parquet"])
+def test_refcoco_hugging_face_copy(tmp_path, storage):
+    import datasets
+
+    from clipseg_lab.data.refcoco import RefCOCOHF
+
+    images = [Image.new("RGB", (20, 10), (i * 60, 10, 10)) for i in range(2)]
+    rows = {"image": images,
+            "sentences": [[{"sent": "left box", "sent_id": 1}, {"sent": "the red one", "sent_id": 2}],
+                          [{"sent": "right box", "sent_id": 3}]],
+            "raw_anns": [json.dumps({"segmentation": [[2, 2, 8, 2, 8, 8, 2, 8]], "area": 36}),
+                         json.dumps({"segmentation": [[12, 1, 18, 1, 18, 9, 12, 9]], "area": 48})]}
+    ds = datasets.Dataset.from_dict(rows, features=datasets.Features({
+        "image": datasets.Image(), "sentences": [{"sent": datasets.Value("string"), "sent_id": datasets.Value("int64")}],
+        "raw_anns": datasets.Value("string")}))
+    if storage == "save_to_disk":
+        datasets.DatasetDict({"val": ds}).save_to_disk(str(tmp_path / "refcoco"))
+        path = tmp_path / "refcoco"
+    else:
+        (tmp_path / "refcoco").mkdir()
+        ds.to_parquet(str(tmp_path / "refcoco" / "val-00000.parquet"))
+        path = tmp_path / "refcoco"
+    refs = RefCOCOHF(path, "val")
+    assert len(refs) == 3 and [refs[i]["prompt"] for i in range(3)] == ["left box", "the red one", "right box"]
+    assert refs[0]["mask"].shape == (10, 20) and refs[2]["mask"][5, 15] == 1 and refs[2]["mask"][5, 5] == 0
+    assert abs(refs[2]["mask"].sum().item() - 48) <= 0.25 * 48  # pycocotools' polygon raster vs the area
+    with pytest.raises(DatasetError):
+        RefCOCOHF(tmp_path / "nothing", "val")

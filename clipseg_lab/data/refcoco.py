@@ -127,3 +127,99 @@ class RefCOCO(RecordDataset):
     def describe(self) -> dict[str, Any]:
         return {"samples": len(self), "refs": len({r.ref_id for r in self.records}),
                 "images": len({r.image["id"] for r in self.records}), "missing_images": len(self.missing_images)}
+
+
+_TEXT_COLUMNS = ("sentences", "sentence", "sent", "expression", "question", "caption", "text")
+_MASK_COLUMNS = ("mask", "segmentation", "raw_anns", "polygons")
+
+
+def _sentences(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    out = []
+    for item in value or []:
+        if isinstance(item, dict):
+            item = item.get("sent") or item.get("raw") or item.get("text") or ""
+        if str(item).strip():
+            out.append(str(item))
+    return out
+
+
+def _mask_from_value(value, height: int, width: int, source: str) -> np.ndarray:
+    """A mask column's value: an image / array, COCO polygons or RLE, or a JSON string holding either."""
+    from PIL import Image as PILImage
+
+    if isinstance(value, PILImage.Image):
+        return np.asarray(value.convert("L")) > 0
+    if isinstance(value, str):
+        value = json.loads(value)
+    if isinstance(value, dict) and "segmentation" in value:  # a whole COCO annotation (raw_anns)
+        value = value["segmentation"]
+    if isinstance(value, dict) or (isinstance(value, list) and value and isinstance(value[0], (list, tuple))
+                                   and value[0] and not isinstance(value[0][0], (list, tuple))):
+        return coco_segmentation_to_mask(value, height, width)
+    if isinstance(value, list) and value and isinstance(value[0], (int, float)):  # one flat polygon
+        return coco_segmentation_to_mask([value], height, width)
+    array = np.asarray(value)
+    if array.ndim == 2:
+        return array > 0
+    raise ValueError(f"{source}: cannot read a mask from a {type(value).__name__} (expected an image, COCO polygons "
+                     "or RLE)")
+
+
+class RefCOCOHF(RecordDataset):
+    """RefCOCO saved with Hugging Face `datasets`: a `save_to_disk` folder (arrow) or parquet file(s).
+
+    Columns are found by name: an image column (`image`), a text column (one of `sentences` — strings or
+    {"sent": ...} dicts — `sentence`, `expression`, `question`, `caption`, `text`) and a mask column (`mask` as an
+    image, or `segmentation` / `raw_anns` / `polygons` with COCO polygons or RLE, possibly as JSON text). One
+    sample per (row, sentence).
+    """
+
+    name = "refcoco_hf"
+
+    def __init__(self, path: str | Path, split: str = "train", *, text_column: str | None = None,
+                 mask_column: str | None = None, transform=None):
+        super().__init__(transform)
+        import datasets
+
+        path = Path(path)
+        if not path.exists():
+            raise DatasetError(f"{path}: no such dataset folder or parquet file")
+        if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+            data = datasets.load_from_disk(str(path))
+        else:
+            files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+            chosen = [f for f in files if split in f.stem or split == f.parent.name] or files
+            if not chosen:
+                raise DatasetError(f"{path}: no parquet files and no save_to_disk dataset (dataset_dict.json)")
+            data = datasets.load_dataset("parquet", data_files=[str(f) for f in chosen], split="train")
+        if isinstance(data, datasets.DatasetDict):
+            if split not in data:
+                raise DatasetError(f"{path}: no split {split!r}; it has {list(data)}")
+            data = data[split]
+        self.data, self.path, self.split = data, path, split
+        columns = set(data.column_names)
+        self.text_column = text_column or next((c for c in _TEXT_COLUMNS if c in columns), None)
+        self.mask_column = mask_column or next((c for c in _MASK_COLUMNS if c in columns), None)
+        if "image" not in columns or self.text_column is None or self.mask_column is None:
+            raise DatasetError(f"{path}: needs an 'image' column, a text column ({', '.join(_TEXT_COLUMNS)}) and a "
+                               f"mask column ({', '.join(_MASK_COLUMNS)}); it has {sorted(columns)}")
+        for row, value in enumerate(data[self.text_column]):
+            sentences = _sentences(value)
+            if not sentences:
+                self.skip(f"row {row}", "no sentence")
+            self.records += [(row, k, s) for k, s in enumerate(sentences)]
+        self.require_records(f"{path} split {split!r}")
+
+    def load(self, record) -> Sample:
+        row, k, sentence = record
+        item = self.data[row]
+        image = load_rgb(item["image"])
+        h, w = image.shape[-2:]
+        source = f"{self.path}#{self.split}[{row}]"
+        mask = _mask_from_value(item[self.mask_column], h, w, source)
+        if mask.shape != (h, w):
+            raise ValueError(f"{source}: mask is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h}")
+        return {"image": image, "mask": torch.from_numpy(mask.astype(np.uint8)), "prompt": sentence,
+                "name": f"{self.split}_{row}_{k}", "source": source, "dataset": self.name}

@@ -39,6 +39,12 @@ def _refcoco(dataset: str, split_by: str):
     return build
 
 
+def _refcoco_hf(root, split, **kw):
+    from clipseg_lab.data.refcoco import RefCOCOHF
+
+    return RefCOCOHF(root, split, **kw)
+
+
 def _tiles(coding: str):
     def build(root, split, **kw):
         from clipseg_lab.data.remote_sensing import RemoteSensingTiles
@@ -62,6 +68,7 @@ DATASETS: dict[str, DatasetEntry] = {
     "refcoco": DatasetEntry(_refcoco("refcoco", "unc"), {"Train": "train", "Val": "val", "Test": "testA"}, "referring"),
     "refcoco+": DatasetEntry(_refcoco("refcoco+", "unc"), {"Train": "train", "Val": "val", "Test": "testA"}, "referring"),
     "refcocog": DatasetEntry(_refcoco("refcocog", "umd"), {"Train": "train", "Val": "val", "Test": "test"}, "referring"),
+    "refcoco_hf": DatasetEntry(_refcoco_hf, {"Train": "train", "Val": "val", "Test": "test"}, "referring"),
     "potsdam": DatasetEntry(_tiles("isprs-index"), {"Train": "train", "Val": "val", "Test": "test"}, "semantic"),
     "vaihingen": DatasetEntry(_tiles("isprs-index"), {"Train": "train", "Val": "val", "Test": "test"}, "semantic"),
     "loveda": DatasetEntry(_tiles("loveda"), {"Train": "train", "Val": "val", "Test": "test"}, "semantic"),

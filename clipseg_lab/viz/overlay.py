@@ -39,7 +39,7 @@ def plot_prompts(image: torch.Tensor | np.ndarray, probs: torch.Tensor, prompts:
     axes[0].set_title("image")
     for ax, p, prompt in zip(axes[1:], probs, prompts):
         shown = (p > threshold).float() if threshold is not None else p
-        ax.imshow(shown, cmap="magma", vmin=0, vmax=1)
+        ax.imshow(np.asarray(shown), cmap="magma", vmin=0, vmax=1)
         ax.set_title(f"“{prompt}”", fontsize=9)
     masks = (probs > threshold).float() if threshold is not None else probs
     axes[-1].imshow(blend(image, masks, alpha))
@@ -62,7 +62,7 @@ def plot_model_grid(image: torch.Tensor | np.ndarray, predictions: dict[str, tor
     axes[0].imshow(_hwc(image))
     axes[0].set_title("image", fontsize=9)
     for ax, (name, probs) in zip(axes[1:], predictions.items()):
-        ax.imshow(probs, cmap="magma", vmin=0, vmax=1)
+        ax.imshow(np.asarray(probs), cmap="magma", vmin=0, vmax=1)
         ax.set_title(name, fontsize=8)
     for ax in axes:
         ax.axis("off")
