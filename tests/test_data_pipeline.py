@@ -88,3 +88,13 @@ def test_prepare_writes_a_whole_copy(samples, tmp_path):
     code = main(["prepare", "--dataset", "refcoco", "--data", str(samples / "refcoco" / "refcoco.json"), "--out",
                  str(tmp_path / "refs"), "--placeholder-images", "--network-size", "32", "--backbone-size", "32"])
     assert code == 0 and (tmp_path / "refs" / "Val" / "samples.csv").read_text().count(",True") >= 1
+
+
+def test_random_template_fills_class_names():
+    from clipseg_lab.data.transforms import CLIPSEG_TEMPLATES, RandomTemplate
+
+    t = RandomTemplate(seed=4)
+    prompts = {t({"prompt": "cat"})["prompt"] for _ in range(40)}
+    assert len(prompts) > 3 and prompts <= {x.format("cat") for x in CLIPSEG_TEMPLATES}
+    with pytest.raises(ValueError, match="'{}'"):
+        RandomTemplate(["a photo"])

@@ -57,8 +57,19 @@ class JointTransform:
         return out
 
 
-def fill_template(name: str, template: str) -> str:
-    return template.format(name)
+class RandomTemplate:
+    """Replace a class-name prompt ("cat") by a random template filled with it ("a bad photo of a cat."),
+    as CLIPSeg trains; deterministic for a given (seed, call number)."""
+
+    def __init__(self, templates: Sequence[str] = CLIPSEG_TEMPLATES, seed: int = 0):
+        if not templates or any("{}" not in t for t in templates):
+            raise ValueError("every template needs a '{}' where the class name goes")
+        self.templates, self.seed, self.calls = tuple(templates), seed, 0
+
+    def __call__(self, sample: Sample) -> Sample:
+        self.calls += 1
+        template = self.templates[int(np.random.default_rng([self.seed, self.calls]).integers(len(self.templates)))]
+        return {**sample, "prompt": template.format(sample["prompt"]), "class_prompt": sample["prompt"]}
 
 
 class WithNegatives(Dataset):
