@@ -113,13 +113,17 @@ def clip_from_clipseg(config: dict, state: dict[str, torch.Tensor], source: str)
     """The CLIP inside a Hugging Face CLIPSeg model (its `clip.*` weights, same names as CLIPModel's)."""
     clip_config = CLIPConfig(text_config=config.get("text_config") or {}, vision_config=config.get("vision_config") or {},
                              projection_dim=config.get("projection_dim", 512))
-    model = CLIPModel(clip_config)
-    clip_state = {k[len("clip."):]: v.float() for k, v in state.items() if k.startswith("clip.")}
-    missing, unexpected = model.load_state_dict(clip_state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
+    clip_state = {k[len("clip."):]: v for k, v in state.items() if k.startswith("clip.")}
+    return _clip_model(clip_config, clip_state, f"{source}: the CLIP weights of this CLIPSeg model")
+
+
+def _clip_model(config: CLIPConfig, state: dict[str, torch.Tensor], what: str) -> CLIPModel:
+    """A CLIPModel of `config` holding exactly `state` (float32), or an error naming the keys that do not fit."""
+    model = CLIPModel(config)
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]  # a buffer, not a weight
     if missing or unexpected:
-        raise WeightsFormatError(f"{source}: the CLIP weights of this CLIPSeg model do not fit CLIPModel "
-                                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise WeightsFormatError(f"{what} do not fit CLIPModel (missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model
 
 
@@ -169,11 +173,4 @@ def read_openai_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def _load_openai_file(path: Path) -> CLIPModel:
     state_dict = read_openai_state_dict(path)
     config = openai_config(state_dict, source=str(path))
-    model = CLIPModel(config)
-    hf_state = {k: v.float() for k, v in openai_to_hf(state_dict).items()}
-    missing, unexpected = model.load_state_dict(hf_state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise WeightsFormatError(f"{path}: converted weights do not fit CLIPModel (missing {missing[:5]}, "
-                                 f"unexpected {unexpected[:5]})")
-    return model
+    return _clip_model(config, openai_to_hf(state_dict), f"{path}: the converted weights")

@@ -133,23 +133,19 @@ class ClipSegDecoder(nn.Module):
 _HF_FILM = {"film_mul.": "film.mul.", "film_add.": "film.add."}
 
 
-def decoder_state_from_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`CLIPSegForImageSegmentation`'s `decoder.*` weights (prefix stripped) in this decoder's names."""
+def _rename_prefixes(state: dict[str, torch.Tensor], table: dict[str, str]) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
-        for old, new in _HF_FILM.items():
-            if key.startswith(old):
-                key = new + key[len(old):]
-        out[key] = value
+        old = next((o for o in table if key.startswith(o)), None)
+        out[table[old] + key[len(old):] if old else key] = value
     return out
+
+
+def decoder_state_from_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`CLIPSegForImageSegmentation`'s `decoder.*` weights (prefix stripped) in this decoder's names."""
+    return _rename_prefixes(state, _HF_FILM)
 
 
 def decoder_state_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The inverse of `decoder_state_from_hf` (for the `film='first'` layout transformers supports)."""
-    out = {}
-    for key, value in state.items():
-        for hf, ours in _HF_FILM.items():
-            if key.startswith(ours):
-                key = hf + key[len(ours):]
-        out[key] = value
-    return out
+    return _rename_prefixes(state, {ours: hf for hf, ours in _HF_FILM.items()})
