@@ -14,6 +14,7 @@ Scenes are a pure function of (seed, index): the dataset is the same on every ma
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,8 @@ class SyntheticShapes(Dataset):
         self.min_shapes, self.max_shapes = min_shapes, max_shapes
         self.negative_rate, self.ignore_band, self.transform = negative_rate, ignore_band, transform
         self.class_names = CLASS_NAMES
+        # scenes are pure functions of their index: render each once (a few MB for typical sizes)
+        self.scene = functools.lru_cache(maxsize=max(num_scenes, 1))(self.scene)
         # index -> (scene, shape index or -1 for a negative prompt); a pure function of the seed
         self._index: list[tuple[int, int]] = []
         if mode == "referring":

@@ -95,11 +95,13 @@ def get_preset(name: str) -> ModelPreset:
 
 
 def build_model(name: str, backbone: ClipBackbone | str = "ViT-B/16", *, seed: int = 0,
-                device: str | torch.device | None = None, **overrides: Any) -> TextPromptedModel:
+                device: str | torch.device | None = None, input_size: int | None = None,
+                **overrides: Any) -> TextPromptedModel:
     """A preset on a frozen backbone, with a freshly (seeded) initialised decoder, in eval mode.
 
-    `overrides` replace fields of the preset's config, e.g. `reduce_dim=16`. A backbone given by name is
-    loaded with `load_backbone` (real weights, or a clear error when they are missing).
+    `overrides` replace fields of the preset's config, e.g. `reduce_dim=16`; `input_size` the preset's
+    network resolution (a multiple of the patch size). A backbone given by name is loaded with
+    `load_backbone` (real weights, or a clear error when they are missing).
     """
     preset = get_preset(name)
     if isinstance(backbone, str):
@@ -118,6 +120,8 @@ def build_model(name: str, backbone: ClipBackbone | str = "ViT-B/16", *, seed: i
         torch.manual_seed(seed)
         decoder = decoder_cls(config, backbone_width=backbone.width, cond_dim=backbone.embed_dim,
                               patch_size=backbone.patch_size)
-    model = TextPromptedModel(backbone, decoder, name=name, config=config, input_size=preset.input_size)
+    size = input_size or preset.input_size
+    backbone.patch_grid(size)  # validates it
+    model = TextPromptedModel(backbone, decoder, name=name, config=config, input_size=size)
     model.provenance.decoder = f"untrained (random init, seed {seed})"
     return model.to(backbone.device).eval()  # like from_pretrained: a trainer calls .train()
