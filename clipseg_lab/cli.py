@@ -56,6 +56,21 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from clipseg_lab.engine import TrainConfig, train
+
+    config = TrainConfig.from_yaml(args.config)
+    if args.out:
+        config.out_dir = args.out
+    if args.device:
+        config.device = args.device
+    config.resume = config.resume or args.resume
+    result = train(config)
+    print(f"{result.stopped}; best epoch {result.best_epoch}: {config.monitor} "
+          f"{result.best_metrics.get(config.monitor, float('nan')):.4f}; outputs in {result.out_dir}")
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from clipseg_lab.data.prepare import prepare_dataset
 
@@ -96,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None, help="write binary masks at this probability")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("train", help="train a decoder from a YAML config",
+                       description="Writes training_config.json, training_log.csv, checkpoints/, snapshots/ and "
+                                   "evaluation_results.json into the config's out_dir.")
+    p.add_argument("--config", required=True, help="YAML file (see configs/)")
+    p.add_argument("--out", default=None, help="override out_dir")
+    p.add_argument("--device", default=None, help="cpu or cuda")
+    p.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.safetensors")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("prepare", help="write a resized, rasterised copy of a dataset (Train/Val/Test)",
                        description="Images at the network and backbone sizes, masks (nearest), samples.csv, manifest.")

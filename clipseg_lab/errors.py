@@ -28,3 +28,7 @@ class ImageReadError(ClipsegLabError, ValueError):
 
 class PromptError(ClipsegLabError, ValueError):
     """An empty prompt list or an empty prompt."""
+
+
+class ConfigError(ClipsegLabError, ValueError):
+    """A configuration with unknown keys or impossible values."""

@@ -154,6 +154,8 @@ class BinaryMetrics:
         return float(((recall - recall_prev) * precision).sum())
 
     def compute(self) -> dict[str, Any]:
+        if float(self.tp[0] + self.fp[0] + self.fn[0] + self.tn[0]) == 0:
+            raise ValueError("no valid pixels were seen: every target pixel was the ignore index")
         iou_fg = self.tp / (self.tp + self.fp + self.fn).clamp(min=1e-12)
         iou_bg = self.tn / (self.tn + self.fn + self.fp).clamp(min=1e-12)
         dice = 2 * self.tp / (2 * self.tp + self.fp + self.fn).clamp(min=1e-12)

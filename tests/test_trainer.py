@@ -1,0 +1,97 @@
+"""The trainer: configs, outputs, resume, NaN handling, early stopping, cached vs online training."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from clipseg_lab.cli import main
+from clipseg_lab.engine import ConfigError, TrainConfig, Trainer, train
+from tests.conftest import REPO
+
+
+def _config(tmp_path, **changes) -> dict:
+    config = {"out_dir": str(tmp_path / "run"), "epochs": 2, "batch_size": 8,
+              "model": {"input_size": 96, "options": {"dropout": 0.0}},
+              "data": {"options": {"num_scenes": 8, "size": 96}}, "snapshot_samples": 2}
+    for key, value in changes.items():
+        config[key] = value
+    return config
+
+
+def test_unknown_config_keys_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"optim\.lrr"):
+        TrainConfig.from_dict({"optim": {"lrr": 0.1}})
+    (tmp_path / "c.yaml").write_text("epochs: 2\nbatchsize: 4\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown config key\(s\): batchsize"):
+        TrainConfig.from_yaml(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match="not a binary loss"):
+        Trainer(TrainConfig.from_dict(_config(tmp_path, loss="wce+dice")))
+
+
+def test_repository_configs_parse():
+    for path in (REPO / "configs").glob("*.yaml"):
+        TrainConfig.from_yaml(path)
+
+
+def test_training_writes_everything_and_resumes(tmp_path):
+    result = train(_config(tmp_path))
+    out = result.out_dir
+    for name in ("training_config.json", "training_log.csv", "evaluation_results.json", "checkpoints/best.safetensors",
+                 "checkpoints/last.safetensors", "checkpoints/trainer_state.pt", "snapshots/epoch_002.npz"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "training_log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and float(rows[1]["lr"]) < float(rows[0]["lr"])  # poly decay
+    assert json.loads((out / "training_config.json").read_text())["provenance"]["backbone_trained"] is False
+    assert "hit rate" in json.loads((out / "evaluation_results.json").read_text())["cache"]
+    resumed = train(_config(tmp_path, epochs=3, resume=True))
+    assert [int(r["epoch"]) for r in csv.DictReader((out / "training_log.csv").open())] == [1, 2, 3]
+    assert resumed.epochs_run == 3
+    other = _config(tmp_path, epochs=4, resume=True)
+    other["model"] = {**other["model"], "name": "model0"}
+    with pytest.raises(ConfigError, match="resume: .* holds clipseg-rd64"):
+        train(other)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    trainer = Trainer(TrainConfig.from_dict(_config(tmp_path, epochs=3)))
+    calls = {"n": 0}
+    real = trainer.loss_fn
+
+    def flaky(logits, target):
+        calls["n"] += 1
+        loss = real(logits, target)
+        return loss * float("nan") if calls["n"] > 3 else loss  # epoch 1 = 1 train step + val, then NaN
+
+    trainer.loss_fn = flaky
+    result = trainer.fit()
+    assert "NaN" in result.stopped or "nan" in result.stopped
+    assert "last good checkpoint" in result.stopped and result.epochs_run == 1
+    assert (result.out_dir / "checkpoints" / "last.safetensors").is_file()
+
+
+def test_early_stopping(tmp_path):
+    config = _config(tmp_path, epochs=6, patience=1)
+    config["optim"] = {"lr": 0.0}  # nothing improves after the first epoch
+    result = train(config)
+    assert result.stopped.startswith("early stop") and result.epochs_run == 2
+
+
+def test_cached_and_online_training_agree(tmp_path):
+    cached = train(_config(tmp_path / "a", epochs=1, use_cache=True))
+    online = train(_config(tmp_path / "b", epochs=1, use_cache=False))
+    a, b = cached.history[0], online.history[0]
+    assert abs(a["train_loss"] - b["train_loss"]) < 1e-2  # the cache stores float16 activations
+
+
+def test_cli_train(tmp_path, capsys):
+    config = TrainConfig.from_dict(_config(tmp_path, epochs=1))
+    config.to_yaml(tmp_path / "c.yaml")
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "cli")]) == 0
+    assert "best epoch 1" in capsys.readouterr().out and (tmp_path / "cli" / "training_log.csv").is_file()
+    (tmp_path / "bad.yaml").write_text("epochz: 1\n")
+    assert main(["train", "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "epochz" in capsys.readouterr().err
