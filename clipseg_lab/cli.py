@@ -71,6 +71,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import clipseg_lab as cl
+    from clipseg_lab.data.registry import open_dataset
+    from clipseg_lab.engine.evaluate import evaluate_model, plot_predictions, write_evaluation
+    from clipseg_lab.viz import save_figure
+
+    model = cl.load_model(args.checkpoint, backbone=args.backbone, device=args.device)
+    options = {"images": "placeholder"} if args.placeholder_images else {}
+    dataset = open_dataset(args.dataset, args.data, args.split, **options)
+    result = evaluate_model(model, dataset, batch_size=args.batch_size, threshold=args.threshold, limit=args.limit)
+    files = write_evaluation(result, args.out)
+    if model.provenance.untrained:
+        print(f"warning: {model.provenance.caption()}", file=sys.stderr)
+    if args.visualize_samples:
+        fig = plot_predictions(model, dataset, args.visualize_samples, args.threshold)
+        files.append(save_figure(fig, Path(args.out) / "samples.png", provenance=model.provenance,
+                                 data=f"{args.dataset} {args.split}"))
+        plt.close(fig)
+    o = result["overall"]
+    print(f"{result['samples']} samples: IoU_FG {o['iou_fg']:.4f}, mIoU {o['miou']:.4f}, Dice {o['dice']:.4f}, "
+          f"AP {o['ap']:.4f}; wrote {', '.join(f.name for f in files)} to {args.out}")
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from clipseg_lab.data.prepare import prepare_dataset
 
@@ -120,6 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.safetensors")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a model on a dataset split (JSON + CSV, optional figure)")
+    p.add_argument("--checkpoint", required=True, help="our .safetensors, a CLIPSeg HF dir / hub id, or a .pth")
+    p.add_argument("--dataset", required=True, help="a dataset name (see `clipseg-lab prepare --help`)")
+    p.add_argument("--data", default=None, help="the dataset's folder or annotation file")
+    p.add_argument("--split", default="val")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--backbone", default=None, help="backbone override (default: the checkpoint's)")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--visualize-samples", type=int, default=0, metavar="N",
+                   help="also save image | ground truth | prediction for N samples")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
+    p.add_argument("--placeholder-images", action="store_true", help="RefCOCO without images (smoke only)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("prepare", help="write a resized, rasterised copy of a dataset (Train/Val/Test)",
                        description="Images at the network and backbone sizes, masks (nearest), samples.csv, manifest.")

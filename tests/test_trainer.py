@@ -95,3 +95,17 @@ def test_cli_train(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("epochz: 1\n")
     assert main(["train", "--config", str(tmp_path / "bad.yaml")]) == 2
     assert "epochz" in capsys.readouterr().err
+
+
+def test_cli_evaluate(tmp_path, capsys):
+    result = train(_config(tmp_path, epochs=1))
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--checkpoint", str(result.best_checkpoint), "--dataset", "synthetic_shapes", "--split",
+                 "val", "--out", str(out), "--visualize-samples", "2", "--device", "cpu", "--limit", "6"])
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "IoU_FG" in printed.out and "untrained" in printed.err
+    per_image = list(csv.DictReader((out / "evaluation_per_image.csv").open()))
+    overall = json.loads((out / "evaluation.json").read_text())["overall"]
+    assert len(per_image) == json.loads((out / "evaluation.json").read_text())["samples"] == 6
+    assert 0 <= overall["iou_fg"] <= 1 and (out / "samples.png").is_file()

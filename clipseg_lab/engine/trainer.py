@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -20,7 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from clipseg_lab.backbones.loading import default_device, load_backbone
@@ -59,6 +62,29 @@ def collate(samples: list[dict]) -> dict[str, Any]:
             "prompt": [s["prompt"] for s in samples], "name": [str(s["name"]) for s in samples]}
 
 
+class DecoderStep(nn.Module):
+    """The decoder's whole trainable path (image-only part, then the prompt part) as one forward, so that
+    DistributedDataParallel sees every trainable parameter used in it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.decoder = model.decoder  # the only parameters DDP syncs
+        object.__setattr__(self, "model", model)  # not a submodule: the frozen backbone stays out of DDP
+
+    def forward(self, activations: list[torch.Tensor], grid: tuple[int, int], cond: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(self.model.features_from_activations(activations, grid), cond)
+
+
+def init_distributed() -> tuple[bool, int, int]:
+    """(distributed?, rank, world size) from torchrun's environment; starts the process group once."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not dist.is_available():
+        return False, 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True, dist.get_rank(), dist.get_world_size()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -83,7 +109,11 @@ class Trainer:
             binary = [k for k, (kind, _) in LOSSES.items() if kind == "binary"]
             raise ConfigError(f"loss {config.loss!r} is not a binary loss for prompt masks; use one of {binary}")
         self.out = Path(config.out_dir)
+        self.distributed, self.rank, self.world = init_distributed()
         self.device = default_device(config.device)
+        if self.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
         seed_everything(config.seed)
         backbone = load_backbone(config.model.backbone, device=self.device)
         self.model = build_model(config.model.name, backbone=backbone, seed=config.seed,
@@ -98,10 +128,17 @@ class Trainer:
         if d.negatives:
             train_data = WithNegatives(train_data, d.negatives, seed=config.seed)
         generator = torch.Generator().manual_seed(config.seed)
-        self.train_loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=True, collate_fn=collate,
-                                       num_workers=d.num_workers, generator=generator, drop_last=len(train_data) > config.batch_size)
+        # under torchrun each rank reads its own shard; the validation shards are padded to equal length by
+        # DistributedSampler (a few samples counted twice), and metrics are summed across ranks
+        self.train_sampler = DistributedSampler(train_data, seed=config.seed) if self.distributed else None
+        val_sampler = DistributedSampler(self.val_data, shuffle=False) if self.distributed else None
+        self.train_loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=self.train_sampler is None,
+                                       sampler=self.train_sampler, collate_fn=collate, num_workers=d.num_workers,
+                                       generator=generator, drop_last=len(train_data) > config.batch_size * self.world)
         self.val_loader = DataLoader(self.val_data, batch_size=config.batch_size, collate_fn=collate,
-                                     num_workers=d.num_workers)
+                                     sampler=val_sampler, num_workers=d.num_workers)
+        step = DecoderStep(self.model)
+        self.step = DistributedDataParallel(step) if self.distributed else step
         self.cache = (ActivationCache.for_model(self.model, config.cache_dir or self.out / "activation_cache")
                       if config.use_cache else None)
         params = [p for p in self.model.decoder.parameters() if p.requires_grad]
@@ -115,15 +152,17 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
     # -- one batch -----------------------------------------------------------------------------------------
-    def _logits(self, batch: dict) -> torch.Tensor:
+    def _logits(self, batch: dict, step: nn.Module | None = None) -> torch.Tensor:
         if self.cache is not None:
             activations, grid = self.cache.encode(batch["image"])
-            features = self.model.features_from_activations(activations, grid)
         else:
-            features = self.model.image_features(self.model.preprocess(list(batch["image"])))
+            encoding = self.model.backbone.encode_image(self.model.preprocess(list(batch["image"])), pooled=False,
+                                                        layers=self.model.decoder.extract_layers,
+                                                        project=self.model.projects_tokens)
+            activations, grid = encoding.activations, encoding.grid
         cond = self.model.prompt_embeddings(batch["prompt"])
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            return self.model.decode(features, cond).float()
+            return (step or self.step)(activations, grid, cond).float()
 
     def _check_binary(self, mask: torch.Tensor) -> None:
         if mask.numel() and int(mask.masked_fill(mask == 255, 0).max()) > 1:
@@ -133,13 +172,19 @@ class Trainer:
     # -- epochs --------------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> float:
         self.model.train()
+        if self.train_sampler is not None:
+            self.train_sampler.set_epoch(epoch)
         total, count = 0.0, 0
-        for step, batch in enumerate(tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False)):
+        batches = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=self.rank != 0)
+        for step, batch in enumerate(batches):
             self._check_binary(batch["mask"])
             mask = batch["mask"].to(self.device)
             loss = self.loss_fn(self._logits(batch), mask)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {step}")
+            bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0])
+            if self.distributed:  # every rank stops together, or none does
+                dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+            if bad.item():
+                raise FloatingPointError(f"loss is {loss.item()} (on this or another rank) at epoch {epoch}, step {step}")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.config.optim.grad_clip:
@@ -148,6 +193,13 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             total, count = total + loss.item() * len(mask), count + len(mask)
+        return self._mean_across_ranks(total, count)
+
+    def _mean_across_ranks(self, total: float, count: int) -> float:
+        if self.distributed:
+            t = torch.tensor([total, float(count)], dtype=torch.float64)
+            dist.all_reduce(t)
+            total, count = float(t[0]), int(t[1])
         return total / max(count, 1)
 
     @torch.no_grad()
@@ -157,11 +209,12 @@ class Trainer:
         total, count = 0.0, 0
         for batch in self.val_loader:
             mask = batch["mask"].to(self.device)
-            logits = self._logits(batch)
+            logits = self._logits(batch, step=DecoderStep(self.model))  # no gradient sync needed here
             total, count = total + self.loss_fn(logits, mask).item() * len(mask), count + len(mask)
             metrics.update(logits.sigmoid(), mask)
+        metrics.synchronize()
         result = metrics.compute()
-        result["val_loss"] = total / max(count, 1)
+        result["val_loss"] = self._mean_across_ranks(total, count)
         result["image_iou"] = metrics.image_iou
         return result
 
@@ -179,11 +232,15 @@ class Trainer:
                 np.savez_compressed(tmp.open("wb"), image=batch["image"].numpy(), mask=batch["mask"].numpy())
             write_json(folder / "samples.json", {"names": batch["name"], "prompts": batch["prompt"]})
         self.model.eval()
-        probs = (self._logits(batch).sigmoid() * 255).round().to(torch.uint8).cpu().numpy()
+        probs = (self._logits(batch, step=DecoderStep(self.model)).sigmoid() * 255).round().to(torch.uint8).cpu().numpy()
         with atomic_path(folder / f"epoch_{epoch:03d}.npz") as tmp:
             np.savez_compressed(tmp.open("wb"), probs=probs)
 
     # -- checkpoints ---------------------------------------------------------------------------------------
+    @property
+    def main_process(self) -> bool:
+        return self.rank == 0
+
     def _save(self, name: str, epoch: int, metrics: dict[str, Any]) -> Path:
         info = {"epoch": epoch, "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                 "config": self.config.to_dict()}
@@ -218,9 +275,11 @@ class Trainer:
     # -- the whole run -------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         config, start_time = self.config, time.perf_counter()
+        main = self.main_process
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json(self.out / "training_config.json", {"config": config.to_dict(),
-                                                       "provenance": self.model.provenance.as_dict()})
+        if main:
+            write_json(self.out / "training_config.json", {"config": config.to_dict(), "world_size": self.world,
+                                                           "provenance": self.model.provenance.as_dict()})
         start, best, best_epoch, stale = 0, -math.inf, 0, 0
         if config.resume:
             start, best, best_epoch, stale = self._resume()
@@ -240,20 +299,26 @@ class Trainer:
                 break
             self.scheduler.step()
             metrics = self.validate()
-            self.snapshot(epoch)
+            if main:
+                self.snapshot(epoch)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": metrics["val_loss"], "lr": lr,
                    "seconds": round(time.perf_counter() - t0, 3)}
             row.update({k: metrics[k] for k in LOG_FIELDS if k in metrics})
             history.append(row)
-            self._write_log(history)
-            self._save("last", epoch, metrics)
-            score = metrics[config.monitor]
-            if score > best:
+            score = metrics[config.monitor]  # the same on every rank: metrics are summed across ranks
+            improved = score > best
+            if improved:
                 best, best_epoch, stale, best_metrics = score, epoch, 0, metrics
-                self._save("best", epoch, metrics)
             else:
                 stale += 1
-            self._save_state(epoch, best, best_epoch, stale)
+            if main:
+                self._write_log(history)
+                self._save("last", epoch, metrics)
+                if improved:
+                    self._save("best", epoch, metrics)
+                self._save_state(epoch, best, best_epoch, stale)
+            if self.distributed:
+                dist.barrier()
             log.info("epoch %d: train loss %.4f, val %s %.4f", epoch, train_loss, config.monitor, score)
             if config.patience is not None and stale >= config.patience:
                 stopped = f"early stop: no better {config.monitor} for {stale} epochs"
@@ -265,7 +330,8 @@ class Trainer:
                    "metrics": {k: v for k, v in best_metrics.items() if k != "image_iou"},
                    "provenance": self.model.provenance.as_dict(),
                    "cache": self.cache.report() if self.cache else "online backbone"}
-        write_json(self.out / "evaluation_results.json", results)
+        if main:
+            write_json(self.out / "evaluation_results.json", results)
         return TrainResult(self.out, epoch, best_epoch, best_metrics, stopped, history)
 
     def _write_log(self, history: list[dict]) -> None:
