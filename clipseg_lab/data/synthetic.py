@@ -1,8 +1,10 @@
 """SyntheticShapes: seeded scenes of coloured shapes with exact masks and referring prompts.
 
-Every scene holds two or more shapes, and the shapes of a scene share a colour or a kind with another one
-as often as possible, so a model must read both words of "the red circle" to find it: a model that ignores
-the prompt cannot score well. Two modes:
+Every scene holds two or more shapes, so a model that ignores the prompt cannot score well. With
+`distractors="shared"` (default) the shapes of a scene share a colour or a kind with another one as often as
+possible, so a model must read both words of "the red circle" to find it; with `"distinct_colours"` every
+shape has its own colour, so the colour word alone finds it (an easier task, learnable by a decoder on the
+random `tiny-random` backbone in about a minute on a CPU, which the learning test relies on). Two modes:
 
 * `referring` (default): one sample per shape (and, with `negative_rate`, prompts for absent shapes with an
   empty mask, as CLIPSeg trains); `mask` is binary.
@@ -59,14 +61,20 @@ class SyntheticShapes(Dataset):
 
     def __init__(self, num_scenes: int = 200, size: int = 128, seed: int = 0, mode: str = "referring",
                  min_shapes: int = 2, max_shapes: int = 4, negative_rate: float = 0.0, ignore_band: int = 0,
-                 transform=None):
+                 radius: tuple[float, float] = (0.11, 0.18), distractors: str = "shared", transform=None):
         if mode not in ("referring", "semantic"):
             raise ValueError(f"mode must be 'referring' or 'semantic', not {mode!r}")
         if not 2 <= min_shapes <= max_shapes <= 6:
             raise ValueError("need 2 <= min_shapes <= max_shapes <= 6 (every scene holds distractors)")
+        if distractors not in ("shared", "distinct_colours"):
+            raise ValueError(f"distractors must be 'shared' or 'distinct_colours', not {distractors!r}")
+        if distractors == "distinct_colours" and max_shapes > len(COLOURS):
+            raise ValueError(f"distinct_colours allows at most {len(COLOURS)} shapes per scene")
+        self.distractors = distractors
         self.num_scenes, self.size, self.seed, self.mode = num_scenes, size, seed, mode
         self.min_shapes, self.max_shapes = min_shapes, max_shapes
         self.negative_rate, self.ignore_band, self.transform = negative_rate, ignore_band, transform
+        self.radius = tuple(radius)  # shape radius range, as a share of the image size
         self.class_names = CLASS_NAMES
         # scenes are pure functions of their index: render each once (a few MB for typical sizes)
         self.scene = functools.lru_cache(maxsize=max(num_scenes, 1))(self.scene)
@@ -93,18 +101,22 @@ class SyntheticShapes(Dataset):
         rng = np.random.default_rng([self.seed, scene])
         n = self._num_shapes(scene)
         s = self.size
-        # distractors that share a colour or a kind with the target: pick from a small palette of each
-        colours = rng.choice(list(COLOURS), size=2, replace=False)
-        kinds = rng.choice(KINDS, size=2, replace=False)
-        combos = [(k, c) for k in kinds for c in colours]
-        rng.shuffle(combos)
-        extra = [(k, c) for k in KINDS for c in COLOURS if (k, c) not in combos]
-        rng.shuffle(extra)
-        chosen = (combos + extra)[:n]
+        if self.distractors == "shared":
+            # distractors that share a colour or a kind with the target: pick from a small palette of each
+            colours = rng.choice(list(COLOURS), size=2, replace=False)
+            kinds = rng.choice(KINDS, size=2, replace=False)
+            combos = [(k, c) for k in kinds for c in colours]
+            rng.shuffle(combos)
+            extra = [(k, c) for k in KINDS for c in COLOURS if (k, c) not in combos]
+            rng.shuffle(extra)
+            chosen = (combos + extra)[:n]
+        else:  # every shape its own colour: the colour word alone finds the target
+            colours = rng.choice(list(COLOURS), size=n, replace=False)
+            chosen = [(str(rng.choice(KINDS)), str(c)) for c in colours]
         shapes: list[Shape] = []
         for kind, colour in chosen:
             for _ in range(50):  # place without heavy overlap: centres at least one radius apart
-                radius = rng.uniform(0.11, 0.18) * s
+                radius = rng.uniform(*self.radius) * s
                 cy, cx = rng.uniform(radius, s - radius, size=2)
                 if all(np.hypot(cy - o.cy, cx - o.cx) > radius + o.radius * 0.6 for o in shapes):
                     break

@@ -175,7 +175,7 @@ class Trainer:
         if self.train_sampler is not None:
             self.train_sampler.set_epoch(epoch)
         total, count = 0.0, 0
-        batches = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=self.rank != 0)
+        batches = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=True if self.rank else None)
         for step, batch in enumerate(batches):
             self._check_binary(batch["mask"])
             mask = batch["mask"].to(self.device)

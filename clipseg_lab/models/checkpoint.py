@@ -30,6 +30,7 @@ def save_model(model: TextPromptedModel, path: str | os.PathLike, **info: Any) -
         "format": FORMAT,
         "model": model.name,
         "config": dataclasses.asdict(model.config),
+        "input_size": model.input_size,
         "backbone": {"name": model.backbone.name, "trained": model.backbone.trained},
         "info": info,
     }
@@ -59,7 +60,8 @@ def load_checkpoint(path: Path, backbone: ClipBackbone | str | None = None,
     meta = read_checkpoint_meta(path)
     if backbone is None:
         backbone = meta["backbone"]["name"]
-    model = build_model(meta["model"], backbone=backbone, device=device, **meta["config"])
+    model = build_model(meta["model"], backbone=backbone, device=device, input_size=meta.get("input_size"),
+                        **meta["config"])
     state = load_file(str(path))
     own = model.decoder.state_dict()
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
