@@ -105,6 +105,13 @@ class TextPromptedModel(nn.Module):
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.decoder.parameters() if p.requires_grad)
 
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The decoder's weights: what a checkpoint stores (the backbone is loaded by name)."""
+        return self.decoder.state_dict()
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]):
+        return self.decoder.load_state_dict(state, strict=False)
+
     def train(self, mode: bool = True) -> TextPromptedModel:
         super().train(mode)
         self.backbone.train(False)

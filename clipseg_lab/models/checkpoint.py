@@ -31,10 +31,11 @@ def save_model(model: TextPromptedModel, path: str | os.PathLike, **info: Any) -
         "model": model.name,
         "config": dataclasses.asdict(model.config),
         "input_size": model.input_size,
-        "backbone": {"name": model.backbone.name, "trained": model.backbone.trained},
+        "backbone": ({"name": model.backbone.name, "trained": model.backbone.trained} if model.backbone is not None
+                     else None),
         "info": info,
     }
-    state = {k: v.detach().contiguous().cpu() for k, v in model.decoder.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in model.trainable_state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"clipseg_lab": json.dumps(meta, default=str)})
     return path
@@ -58,19 +59,20 @@ def load_checkpoint(path: Path, backbone: ClipBackbone | str | None = None,
     from clipseg_lab.models.registry import build_model
 
     meta = read_checkpoint_meta(path)
-    if backbone is None:
+    if backbone is None and meta.get("backbone"):
         backbone = meta["backbone"]["name"]
-    model = build_model(meta["model"], backbone=backbone, device=device, input_size=meta.get("input_size"),
-                        **meta["config"])
+    config = dict(meta["config"])
+    input_size = config.pop("input_size", None) or meta.get("input_size")  # a ClipUNetConfig field, too
+    model = build_model(meta["model"], backbone=backbone, device=device, input_size=input_size, **config)
     state = load_file(str(path))
-    own = model.decoder.state_dict()
+    own = model.trainable_state_dict()
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
              if k in own and own[k].shape != v.shape]
     if wrong:
         raise WeightsFormatError(f"{path}: trained on backbone {meta['backbone']['name']!r}, whose sizes do not fit "
                                  f"{model.backbone.name} (checkpoint vs model: {', '.join(wrong[:3])}); load it with "
                                  "the backbone it was trained on")
-    missing, unexpected = model.decoder.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_trainable_state_dict(state)
     if missing or unexpected:
         raise WeightsFormatError(f"{path}: weights do not fit {meta['model']}: missing keys {sorted(missing)}, "
                                  f"unexpected keys {sorted(unexpected)}")

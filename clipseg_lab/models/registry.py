@@ -15,6 +15,7 @@ from clipseg_lab.backbones.clip_backbone import ClipBackbone
 from clipseg_lab.backbones.loading import load_backbone
 from clipseg_lab.errors import UnknownNameError
 from clipseg_lab.models.base import TextPromptedModel
+from clipseg_lab.models.clip_unet import ClipUNet, ClipUNetConfig
 from clipseg_lab.models.clipseg import ClipSegConfig, ClipSegDecoder
 from clipseg_lab.models.conv_decoder import ConvDecoderConfig, ConvUNetDecoder
 from clipseg_lab.models.transformer_decoder import TransformerDecoder, TransformerDecoderConfig
@@ -34,7 +35,9 @@ FAMILIES: dict[str, tuple[type, type[torch.nn.Module]]] = {
     "clipseg": (ClipSegConfig, ClipSegDecoder),
     "conv-unet": (ConvDecoderConfig, ConvUNetDecoder),
     "transformer": (TransformerDecoderConfig, TransformerDecoder),
+    "clip-unet": (ClipUNetConfig, ClipUNet),  # multi-class, no prompts: built whole, not as a decoder
 }
+SEMANTIC_FAMILIES = {"clip-unet"}
 
 _RELEASED = "(3, 6, 9): the layers of the released weights, as transformers' converter builds them"
 PRESETS: dict[str, ModelPreset] = {p.name: p for p in [
@@ -65,6 +68,11 @@ PRESETS: dict[str, ModelPreset] = {p.name: p for p in [
     ModelPreset("transformer-decoder", "transformer", {},
                 "RefCOCO re-implementation: projected last-layer patch tokens, FiLM, 3 post-norm transformer "
                 "layers (8 heads, FF 4x), per-token logit, bilinear upsampling; 224 px as in that seed", 224, 9_982_977),
+    ModelPreset("clip-unet", "clip-unet", dict(num_classes=3, use_clip=True),
+                "CLIP-enhanced UNet (Oxford Pet seed): 512 px UNet, last-layer CLIP patch tokens fused at the "
+                "bottleneck by concatenation + 1x1 conv; 3 classes", 512, 8_419_491),
+    ModelPreset("unet", "clip-unet", dict(num_classes=3, use_clip=False),
+                "plain UNet baseline (the same UNet without CLIP); 3 classes", 512, 7_763_107),
 ]}
 
 
@@ -73,16 +81,36 @@ def list_models() -> list[str]:
     return sorted(PRESETS)
 
 
-_FILM_PLACEMENT = {"conv-unet": "every level", "transformer": "input tokens"}
+_FILM_PLACEMENT = {"conv-unet": "every level", "transformer": "input tokens", "clip-unet": "none (no prompt)"}
 
 
-def describe_models() -> list[dict[str, Any]]:
-    """One row per preset: name, decoder family, layers, FiLM placement, D, input size, parameters, source."""
+def _build_semantic(preset: ModelPreset, backbone, *, seed: int, device, input_size: int | None, **overrides):
+    fields = {f.name for f in dataclasses.fields(ClipUNetConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown option(s) for {preset.name}: {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+    config = ClipUNetConfig(**{**preset.config, "input_size": input_size or preset.input_size, **overrides})
+    if config.use_clip and isinstance(backbone, str):
+        backbone = load_backbone(backbone, device=device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ClipUNet(config, backbone if config.use_clip else None, name=preset.name)
+    model.provenance.decoder = f"untrained (random init, seed {seed})"
+    target = backbone.device if config.use_clip else (device or "cpu")
+    return model.to(target).eval()
+
+
+def describe_models(kind: str | None = None) -> list[dict[str, Any]]:
+    """One row per preset: name, decoder family, layers, FiLM placement, D, input size, parameters, source.
+    `kind="prompt"` keeps the text-prompted models, `kind="semantic"` the multi-class ones."""
     rows = []
     for name in list_models():
         p = PRESETS[name]
+        if kind is not None and (p.family in SEMANTIC_FAMILIES) != (kind == "semantic"):
+            continue
         config = FAMILIES[p.family][0](**p.config)
-        rows.append({"model": name, "decoder": p.family, "layers": getattr(config, "extract_layers", None),
+        rows.append({"model": name, "decoder": p.family,
+                     "layers": getattr(config, "extract_layers", (config.clip_layer,) if hasattr(config, "clip_layer") else None),
                      "film": getattr(config, "film", _FILM_PLACEMENT.get(p.family)), "reduce_dim": getattr(config, "reduce_dim", None),
                      "input_px": p.input_size, "params_vit_b16": p.vit_b16_parameters, "source": p.source})
     return rows
@@ -104,9 +132,11 @@ def build_model(name: str, backbone: ClipBackbone | str = "ViT-B/16", *, seed: i
     `load_backbone` (real weights, or a clear error when they are missing).
     """
     preset = get_preset(name)
+    config_cls, decoder_cls = FAMILIES[preset.family]
+    if preset.family in SEMANTIC_FAMILIES:
+        return _build_semantic(preset, backbone, seed=seed, device=device, input_size=input_size, **overrides)
     if isinstance(backbone, str):
         backbone = load_backbone(backbone, device=device)
-    config_cls, decoder_cls = FAMILIES[preset.family]
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
