@@ -66,8 +66,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config.device = args.device
     config.resume = config.resume or args.resume
     result = train(config)
-    print(f"{result.stopped}; best epoch {result.best_epoch}: {config.monitor} "
-          f"{result.best_metrics.get(config.monitor, float('nan')):.4f}; outputs in {result.out_dir}")
+    print(f"{result.stopped}; best epoch {result.best_epoch}: {result.monitor} "
+          f"{result.best_metrics.get(result.monitor, float('nan')):.4f}; outputs in {result.out_dir}")
     return 0
 
 

@@ -28,7 +28,7 @@ def test_unknown_config_keys_are_named(tmp_path):
     (tmp_path / "c.yaml").write_text("epochs: 2\nbatchsize: 4\n")
     with pytest.raises(ConfigError, match=r"c.yaml: unknown config key\(s\): batchsize"):
         TrainConfig.from_yaml(tmp_path / "c.yaml")
-    with pytest.raises(ConfigError, match="not a binary loss"):
+    with pytest.raises(ConfigError, match=r"does not fit clipseg-rd64 \(binary targets\)"):
         Trainer(TrainConfig.from_dict(_config(tmp_path, loss="wce+dice")))
 
 
@@ -109,3 +109,19 @@ def test_cli_evaluate(tmp_path, capsys):
     overall = json.loads((out / "evaluation.json").read_text())["overall"]
     assert len(per_image) == json.loads((out / "evaluation.json").read_text())["samples"] == 6
     assert 0 <= overall["iou_fg"] <= 1 and (out / "samples.png").is_file()
+
+
+def test_semantic_training_of_clip_unet_and_unet(tmp_path):
+    for name in ("clip-unet", "unet"):
+        result = train({
+            "out_dir": str(tmp_path / name), "epochs": 1, "batch_size": 4, "loss": "wce+dice", "snapshot_samples": 1,
+            "model": {"name": name, "input_size": 64,
+                      "options": {"channels": [8, 16, 32], "dropout": [0.05, 0.1, 0.05]}},
+            "data": {"dataset": "synthetic_shapes", "options": {"num_scenes": 6, "size": 64, "mode": "semantic"}}})
+        assert result.monitor == "miou" and 0 <= result.best_metrics["miou"] <= 1
+        assert set(result.best_metrics["per_class"]) == {"background", "circle", "square", "triangle"}
+        assert (result.out_dir / "snapshots" / "epoch_001.npz").is_file()
+    with pytest.raises(ConfigError, match="does not fit clip-unet"):
+        Trainer(TrainConfig.from_dict({"out_dir": str(tmp_path / "x"), "loss": "bce",
+                                       "model": {"name": "clip-unet", "input_size": 64},
+                                       "data": {"options": {"num_scenes": 2, "size": 64, "mode": "semantic"}}}))

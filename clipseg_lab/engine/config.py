@@ -57,7 +57,8 @@ class TrainConfig:
     device: str | None = None  # default: cuda when present
     amp: bool = True  # autocast on CUDA (bf16 where supported, else fp16); ignored on the CPU
     threshold: float = 0.5
-    monitor: str = "iou_fg"  # validation metric that picks the best checkpoint (higher is better)
+    monitor: str | None = None  # validation metric for the best checkpoint (higher is better); default
+    # iou_fg for prompt models, miou for multi-class ones
     patience: int | None = None  # early stopping: epochs without improvement
     use_cache: bool = True  # train on cached frozen-backbone activations
     cache_dir: str | None = None  # default: <out_dir>/activation_cache

@@ -33,13 +33,15 @@ from clipseg_lab.data.transforms import JointTransform, WithNegatives
 from clipseg_lab.engine.config import ConfigError, TrainConfig
 from clipseg_lab.files import atomic_path, write_json
 from clipseg_lab.losses import LOSSES, build_loss
-from clipseg_lab.metrics import BinaryMetrics
+from clipseg_lab.metrics import BinaryMetrics, SegmentationMetrics
 from clipseg_lab.models.checkpoint import read_checkpoint_meta, save_model
-from clipseg_lab.models.registry import build_model
+from clipseg_lab.models.clip_unet import ClipUNet
+from clipseg_lab.models.registry import SEMANTIC_FAMILIES, build_model, get_preset
 
 log = logging.getLogger(__name__)
 
-LOG_FIELDS = ["epoch", "train_loss", "val_loss", "iou_fg", "miou", "dice", "ap", "pixel_accuracy", "lr", "seconds"]
+LOG_FIELDS = ["epoch", "train_loss", "val_loss", "iou_fg", "miou", "dice", "ap", "mdice", "mf1",
+              "mean_foreground_dice", "pixel_accuracy", "lr", "seconds"]
 
 
 @dataclass
@@ -50,6 +52,7 @@ class TrainResult:
     best_metrics: dict[str, Any]
     stopped: str  # why training ended
     history: list[dict[str, Any]]
+    monitor: str = "iou_fg"
 
     @property
     def best_checkpoint(self) -> Path:
@@ -105,9 +108,6 @@ def _schedule(config: TrainConfig):
 class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
-        if config.loss not in LOSSES or LOSSES[config.loss][0] != "binary":
-            binary = [k for k, (kind, _) in LOSSES.items() if kind == "binary"]
-            raise ConfigError(f"loss {config.loss!r} is not a binary loss for prompt masks; use one of {binary}")
         self.out = Path(config.out_dir)
         self.distributed, self.rank, self.world = init_distributed()
         self.device = default_device(config.device)
@@ -115,12 +115,27 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(self.device)
         seed_everything(config.seed)
-        backbone = load_backbone(config.model.backbone, device=self.device)
-        self.model = build_model(config.model.name, backbone=backbone, seed=config.seed,
-                                 input_size=config.model.input_size, **config.model.options)
+        options = dict(config.model.options)
+        d = config.data
+        if get_preset(config.model.name).family in SEMANTIC_FAMILIES and "num_classes" not in options:
+            classes = getattr(open_dataset(d.dataset, d.root, d.val_split, **{**d.options, **d.val_options}),
+                              "class_names", None)
+            if classes is None:
+                raise ConfigError(f"{d.dataset} has no class names: set model.options.num_classes")
+            options["num_classes"] = len(classes)  # the head follows the dataset's classes
+        use_clip = options.get("use_clip", config.model.name != "unet")
+        backbone = load_backbone(config.model.backbone, device=self.device) if use_clip else None
+        self.model = build_model(config.model.name, backbone=backbone, seed=config.seed, device=self.device,
+                                 input_size=config.model.input_size, **options)
+        self.semantic = isinstance(self.model, ClipUNet)  # multi-class, no prompts
+        kind = "multiclass" if self.semantic else "binary"
+        if config.loss not in LOSSES or LOSSES[config.loss][0] != kind:
+            fitting = [k for k, (k_kind, _) in LOSSES.items() if k_kind == kind]
+            raise ConfigError(f"loss {config.loss!r} does not fit {config.model.name} ({kind} targets); use one of "
+                              f"{fitting}")
+        self.monitor = config.monitor or ("miou" if self.semantic else "iou_fg")
         self.loss_fn = build_loss(config.loss, **config.loss_options)
         size = self.model.input_size
-        d = config.data
         train_data = open_dataset(d.dataset, d.root, d.train_split, transform=JointTransform(size),
                                   **{**d.options, **d.train_options})
         self.val_data = open_dataset(d.dataset, d.root, d.val_split, transform=JointTransform(size),
@@ -137,11 +152,18 @@ class Trainer:
                                        generator=generator, drop_last=len(train_data) > config.batch_size * self.world)
         self.val_loader = DataLoader(self.val_data, batch_size=config.batch_size, collate_fn=collate,
                                      sampler=val_sampler, num_workers=d.num_workers)
-        step = DecoderStep(self.model)
+        step = self.model if self.semantic else DecoderStep(self.model)
         self.step = DistributedDataParallel(step) if self.distributed else step
-        self.cache = (ActivationCache.for_model(self.model, config.cache_dir or self.out / "activation_cache")
-                      if config.use_cache else None)
-        params = [p for p in self.model.decoder.parameters() if p.requires_grad]
+        cache_dir = config.cache_dir or self.out / "activation_cache"
+        self.cache = None
+        if config.use_cache and not self.semantic:
+            self.cache = ActivationCache.for_model(self.model, cache_dir)
+        elif config.use_cache and self.model.backbone is not None:  # the fused layer at the backbone's own size
+            bb = self.model.backbone
+            self.cache = ActivationCache(cache_dir, bb, (self.model.config.clip_layer % bb.num_layers,), bb.image_size)
+        self.class_names = getattr(self.val_data, "class_names", None)
+        params = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+        self._trainable = params
         opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(config.optim.optimizer)
         if opt is None:
             raise ConfigError(f"optim.optimizer must be adam or adamw, not {config.optim.optimizer!r}")
@@ -153,6 +175,8 @@ class Trainer:
 
     # -- one batch -----------------------------------------------------------------------------------------
     def _logits(self, batch: dict, step: nn.Module | None = None) -> torch.Tensor:
+        if self.semantic:
+            return self._semantic_logits(batch, step)
         if self.cache is not None:
             activations, grid = self.cache.encode(batch["image"])
         else:
@@ -164,7 +188,20 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             return (step or self.step)(activations, grid, cond).float()
 
+    def _semantic_logits(self, batch: dict, step: nn.Module | None) -> torch.Tensor:
+        tokens = None
+        if self.model.backbone is not None:
+            if self.cache is not None:
+                activations, grid = self.cache.encode(batch["image"])
+                tokens = (activations[0], grid)
+            else:
+                tokens = self.model.clip_tokens(batch["image"])
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            return (step or self.step)(self.model.preprocess(batch["image"]), tokens).float()
+
     def _check_binary(self, mask: torch.Tensor) -> None:
+        if self.semantic:
+            return
         if mask.numel() and int(mask.masked_fill(mask == 255, 0).max()) > 1:
             raise ConfigError(f"{self.config.data.dataset}: masks hold class indices (values above 1); prompt models "
                               "train on binary masks (a dataset option such as target='binary', or a semantic model)")
@@ -189,7 +226,7 @@ class Trainer:
             self.scaler.scale(loss).backward()
             if self.config.optim.grad_clip:
                 self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.decoder.parameters(), self.config.optim.grad_clip)
+                torch.nn.utils.clip_grad_norm_(self._trainable, self.config.optim.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             total, count = total + loss.item() * len(mask), count + len(mask)
@@ -205,17 +242,22 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
         self.model.eval()
-        metrics = BinaryMetrics(threshold=self.config.threshold)
+        if self.semantic:
+            metrics = SegmentationMetrics(self.model.config.num_classes, class_names=self.class_names)
+        else:
+            metrics = BinaryMetrics(threshold=self.config.threshold)
         total, count = 0.0, 0
+        local = self.model if self.semantic else DecoderStep(self.model)  # no gradient sync needed here
         for batch in self.val_loader:
             mask = batch["mask"].to(self.device)
-            logits = self._logits(batch, step=DecoderStep(self.model))  # no gradient sync needed here
+            logits = self._logits(batch, step=local)
             total, count = total + self.loss_fn(logits, mask).item() * len(mask), count + len(mask)
-            metrics.update(logits.sigmoid(), mask)
+            metrics.update(logits.argmax(1) if self.semantic else logits.sigmoid(), mask)
         metrics.synchronize()
         result = metrics.compute()
         result["val_loss"] = self._mean_across_ranks(total, count)
-        result["image_iou"] = metrics.image_iou
+        if not self.semantic:
+            result["image_iou"] = metrics.image_iou
         return result
 
     @torch.no_grad()
@@ -232,7 +274,10 @@ class Trainer:
                 np.savez_compressed(tmp.open("wb"), image=batch["image"].numpy(), mask=batch["mask"].numpy())
             write_json(folder / "samples.json", {"names": batch["name"], "prompts": batch["prompt"]})
         self.model.eval()
-        probs = (self._logits(batch, step=DecoderStep(self.model)).sigmoid() * 255).round().to(torch.uint8).cpu().numpy()
+        if self.semantic:
+            probs = self._logits(batch, step=self.model).argmax(1).to(torch.uint8).cpu().numpy()  # class maps
+        else:
+            probs = (self._logits(batch, step=DecoderStep(self.model)).sigmoid() * 255).round().to(torch.uint8).cpu().numpy()
         with atomic_path(folder / f"epoch_{epoch:03d}.npz") as tmp:
             np.savez_compressed(tmp.open("wb"), probs=probs)
 
@@ -266,7 +311,7 @@ class Trainer:
                               f"{self.model.name} {ours}; resume with the config it was trained with")
         from safetensors.torch import load_file
 
-        self.model.decoder.load_state_dict(load_file(str(last)))
+        self.model.load_trainable_state_dict(load_file(str(last)))
         state = torch.load(state_file, map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -305,7 +350,7 @@ class Trainer:
                    "seconds": round(time.perf_counter() - t0, 3)}
             row.update({k: metrics[k] for k in LOG_FIELDS if k in metrics})
             history.append(row)
-            score = metrics[config.monitor]  # the same on every rank: metrics are summed across ranks
+            score = metrics[self.monitor]  # the same on every rank: metrics are summed across ranks
             improved = score > best
             if improved:
                 best, best_epoch, stale, best_metrics = score, epoch, 0, metrics
@@ -319,20 +364,20 @@ class Trainer:
                 self._save_state(epoch, best, best_epoch, stale)
             if self.distributed:
                 dist.barrier()
-            log.info("epoch %d: train loss %.4f, val %s %.4f", epoch, train_loss, config.monitor, score)
+            log.info("epoch %d: train loss %.4f, val %s %.4f", epoch, train_loss, self.monitor, score)
             if config.patience is not None and stale >= config.patience:
-                stopped = f"early stop: no better {config.monitor} for {stale} epochs"
+                stopped = f"early stop: no better {self.monitor} for {stale} epochs"
                 break
             if config.max_seconds and time.perf_counter() - start_time > config.max_seconds:
                 stopped = f"stopped after {time.perf_counter() - start_time:.0f} s (max_seconds {config.max_seconds})"
                 break
-        results = {"best_epoch": best_epoch, "monitor": config.monitor, "stopped": stopped,
+        results = {"best_epoch": best_epoch, "monitor": self.monitor, "stopped": stopped,
                    "metrics": {k: v for k, v in best_metrics.items() if k != "image_iou"},
                    "provenance": self.model.provenance.as_dict(),
                    "cache": self.cache.report() if self.cache else "online backbone"}
         if main:
             write_json(self.out / "evaluation_results.json", results)
-        return TrainResult(self.out, epoch, best_epoch, best_metrics, stopped, history)
+        return TrainResult(self.out, epoch, best_epoch, best_metrics, stopped, history, self.monitor)
 
     def _write_log(self, history: list[dict]) -> None:
         with atomic_path(self.out / "training_log.csv") as tmp:

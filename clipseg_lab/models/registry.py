@@ -110,7 +110,8 @@ def describe_models(kind: str | None = None) -> list[dict[str, Any]]:
             continue
         config = FAMILIES[p.family][0](**p.config)
         rows.append({"model": name, "decoder": p.family,
-                     "layers": getattr(config, "extract_layers", (config.clip_layer,) if hasattr(config, "clip_layer") else None),
+                     "layers": getattr(config, "extract_layers",
+                                       (config.clip_layer,) if getattr(config, "use_clip", False) else None),
                      "film": getattr(config, "film", _FILM_PLACEMENT.get(p.family)), "reduce_dim": getattr(config, "reduce_dim", None),
                      "input_px": p.input_size, "params_vit_b16": p.vit_b16_parameters, "source": p.source})
     return rows
