@@ -17,6 +17,14 @@ log = logging.getLogger(__name__)
 Sample = dict[str, Any]
 
 
+def collate_samples(samples: list[Sample]) -> dict[str, Any]:
+    """A batch: images and masks stacked, prompts and names as lists (other keys are left out)."""
+    import torch
+
+    return {"image": torch.stack([s["image"] for s in samples]), "mask": torch.stack([s["mask"] for s in samples]),
+            "prompt": [s["prompt"] for s in samples], "name": [str(s["name"]) for s in samples]}
+
+
 class DatasetError(ValueError):
     """A dataset folder that cannot be read: empty, missing split file, missing annotation file."""
 

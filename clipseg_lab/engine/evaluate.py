@@ -13,15 +13,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from clipseg_lab.data.base import collate_samples
 from clipseg_lab.data.transforms import JointTransform
 from clipseg_lab.files import atomic_path, write_json
 from clipseg_lab.metrics import BinaryMetrics
 from clipseg_lab.models.base import TextPromptedModel
-
-
-def _collate(samples: list[dict]) -> dict[str, Any]:
-    return {"image": torch.stack([s["image"] for s in samples]), "mask": torch.stack([s["mask"] for s in samples]),
-            "prompt": [s["prompt"] for s in samples], "name": [str(s["name"]) for s in samples]}
 
 
 @torch.no_grad()
@@ -35,7 +31,7 @@ def evaluate_model(model: TextPromptedModel, dataset, *, batch_size: int = 8, th
     model.eval()
     metrics = BinaryMetrics(threshold=threshold)
     rows: list[dict[str, Any]] = []
-    for batch in tqdm(DataLoader(dataset, batch_size=batch_size, collate_fn=_collate), desc="evaluate", leave=False):
+    for batch in tqdm(DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples), desc="evaluate", leave=False):
         probs = model(model.preprocess(list(batch["image"])), batch["prompt"]).sigmoid()
         before = len(metrics.image_iou)
         metrics.update(probs, batch["mask"].to(probs.device))

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from clipseg_lab.backbones.loading import default_device, load_backbone
+from clipseg_lab.data.base import collate_samples
 from clipseg_lab.data.cache import ActivationCache
 from clipseg_lab.data.registry import open_dataset
 from clipseg_lab.data.transforms import JointTransform, WithNegatives
@@ -57,12 +58,6 @@ class TrainResult:
     @property
     def best_checkpoint(self) -> Path:
         return self.out_dir / "checkpoints" / "best.safetensors"
-
-
-def collate(samples: list[dict]) -> dict[str, Any]:
-    """Stack images and masks; keep prompts and names as lists (other keys are left out)."""
-    return {"image": torch.stack([s["image"] for s in samples]), "mask": torch.stack([s["mask"] for s in samples]),
-            "prompt": [s["prompt"] for s in samples], "name": [str(s["name"]) for s in samples]}
 
 
 class DecoderStep(nn.Module):
@@ -148,9 +143,9 @@ class Trainer:
         self.train_sampler = DistributedSampler(train_data, seed=config.seed) if self.distributed else None
         val_sampler = DistributedSampler(self.val_data, shuffle=False) if self.distributed else None
         self.train_loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=self.train_sampler is None,
-                                       sampler=self.train_sampler, collate_fn=collate, num_workers=d.num_workers,
+                                       sampler=self.train_sampler, collate_fn=collate_samples, num_workers=d.num_workers,
                                        generator=generator, drop_last=len(train_data) > config.batch_size * self.world)
-        self.val_loader = DataLoader(self.val_data, batch_size=config.batch_size, collate_fn=collate,
+        self.val_loader = DataLoader(self.val_data, batch_size=config.batch_size, collate_fn=collate_samples,
                                      sampler=val_sampler, num_workers=d.num_workers)
         step = self.model if self.semantic else DecoderStep(self.model)
         self.step = DistributedDataParallel(step) if self.distributed else step
@@ -267,7 +262,7 @@ class Trainer:
         if n == 0:
             return
         folder = self.out / "snapshots"
-        batch = collate([self.val_data[i] for i in range(n)])
+        batch = collate_samples([self.val_data[i] for i in range(n)])
         if epoch == 1 or not (folder / "samples.npz").is_file():
             folder.mkdir(parents=True, exist_ok=True)
             with atomic_path(folder / "samples.npz") as tmp:
