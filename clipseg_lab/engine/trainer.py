@@ -54,6 +54,7 @@ class TrainResult:
     stopped: str  # why training ended
     history: list[dict[str, Any]]
     monitor: str = "iou_fg"
+    provenance: Any = None  # of the trained model (backbone, and "trained by this run" for the decoder)
 
     @property
     def best_checkpoint(self) -> Path:
@@ -372,7 +373,9 @@ class Trainer:
                    "cache": self.cache.report() if self.cache else "online backbone"}
         if main:
             write_json(self.out / "evaluation_results.json", results)
-        return TrainResult(self.out, epoch, best_epoch, best_metrics, stopped, history, self.monitor)
+        provenance = dataclasses.replace(self.model.provenance,
+                                         decoder=f"trained ({self.out.name}, best epoch {best_epoch})")
+        return TrainResult(self.out, epoch, best_epoch, best_metrics, stopped, history, self.monitor, provenance)
 
     def _write_log(self, history: list[dict]) -> None:
         with atomic_path(self.out / "training_log.csv") as tmp:

@@ -1,6 +1,8 @@
-"""Dataset figures: sample grids (image, mask, prompt) and statistics (seaborn)."""
+"""Dataset and training figures: sample grids (image, mask, prompt), statistics and curves (seaborn)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -66,5 +68,22 @@ def plot_statistics(stats: pd.DataFrame) -> plt.Figure:
         sns.stripplot(referring, x="mask_share", y="dataset", ax=axes[1], size=4, jitter=0.2)
         axes[1].set_xlim(0, 1)
         axes[1].set_title("mask size: share of the image each prompt's mask covers")
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(histories: dict[str, list[dict]], metrics: Sequence[str] = ("train_loss", "val_loss", "iou_fg"),
+                title: str = "") -> plt.Figure:
+    """Training curves of several runs side by side, one panel per metric (seaborn)."""
+    rows = [{"run": name, "epoch": int(r["epoch"]), "metric": m, "value": float(r[m])}
+            for name, history in histories.items() for r in history for m in metrics if r.get(m) not in (None, "")]
+    frame = pd.DataFrame(rows)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.4), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        sns.lineplot(frame[frame.metric == m], x="epoch", y="value", hue="run", marker="o", ax=ax)
+        ax.set_title(m)
+        ax.set_ylabel("")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
