@@ -13,7 +13,7 @@ from transformers import CLIPConfig, CLIPModel
 
 from clipseg_lab.backbones.clip_backbone import CLIP_MEAN, CLIP_STD, ClipBackbone
 from clipseg_lab.backbones.convert import openai_config, openai_to_hf
-from clipseg_lab.backbones.names import TINY_RANDOM, known_names, lookup
+from clipseg_lab.backbones.names import TINY_RANDOM, known_names, looks_like_path, lookup
 from clipseg_lab.backbones.weights import ResolvedWeights, resolve_weights
 from clipseg_lab.errors import UnknownNameError, WeightsFormatError
 
@@ -81,8 +81,7 @@ def load_backbone(name_or_path: str | os.PathLike, device: str | torch.device | 
 
 def _is_unknown_name(text: str) -> bool:
     """A bare word or an OpenAI-style name that matched no alias (hub ids 'org/name' are looked up)."""
-    looks_like_path = text.endswith((".pt", ".pth", ".bin", ".safetensors")) or text.startswith((".", "/", "~"))
-    if looks_like_path:
+    if looks_like_path(text):
         return False
     return text.count("/") != 1 or text.upper().startswith(("VIT-", "RN"))
 

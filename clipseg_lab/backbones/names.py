@@ -40,3 +40,8 @@ def lookup(name: str) -> BackboneName | None:
 def known_names() -> list[str]:
     """Every name `load_backbone` accepts without a path, for error messages and `--help`."""
     return [TINY_RANDOM] + [f"{k.alias} (= {k.hub_id})" for k in KNOWN_BACKBONES]
+
+
+def looks_like_path(text: str) -> bool:
+    """A weights file name or a relative / absolute path, rather than an alias or a hub id."""
+    return text.endswith((".pt", ".pth", ".bin", ".safetensors")) or text.startswith((".", "/", "~"))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from clipseg_lab.backbones.names import BackboneName, lookup
+from clipseg_lab.backbones.names import BackboneName, looks_like_path, lookup
 from clipseg_lab.errors import WeightsFormatError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
@@ -81,12 +81,12 @@ def resolve_weights(name_or_path: str | os.PathLike, *, allow_download: bool = T
                 "(what CLIPModel.save_pretrained writes: config.json + model.safetensors) or an OpenAI CLIP .pt file."
             )
         return found
-    looks_like_path = text.endswith((".pt", ".pth", ".bin", ".safetensors")) or text.startswith((".", "/", "~"))
-    if looks_like_path:
+    path_like = looks_like_path(text)
+    if path_like:
         looked.append(f"the path {explicit} (does not exist)")
 
     known = lookup(text)
-    hub_id = known.hub_id if known else (text if (text.count("/") == 1 and not looks_like_path) else None)
+    hub_id = known.hub_id if known else (text if (text.count("/") == 1 and not path_like) else None)
 
     # 2. $CLIPSEG_LAB_WEIGHTS
     root = os.environ.get(ENV_WEIGHTS)
