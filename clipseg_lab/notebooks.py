@@ -81,6 +81,13 @@ def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device:
         "notebooks": [],
     }
     books = numbered_notebooks(root, only)
+    previous = run_root / "manifest.json"
+    if only and previous.is_file():  # a partial run keeps the records of the notebooks it did not run
+        import json
+
+        names = {b.name for b in books}
+        kept = [r for r in json.loads(previous.read_text()).get("notebooks", []) if r.get("notebook") not in names]
+        manifest["earlier_records"] = kept
     for book in books:
         values = notebook_parameters(book, params, profile=profile, device=device, run_dir=str(run_root),
                                      figures_dir=str(figures_root))
