@@ -176,10 +176,7 @@ class Trainer:
         if self.cache is not None:
             activations, grid = self.cache.encode(batch["image"])
         else:
-            encoding = self.model.backbone.encode_image(self.model.preprocess(list(batch["image"])), pooled=False,
-                                                        layers=self.model.decoder.extract_layers,
-                                                        project=self.model.projects_tokens)
-            activations, grid = encoding.activations, encoding.grid
+            activations, grid = self.model.backbone_activations(self.model.preprocess(list(batch["image"])))
         cond = self.model.prompt_embeddings(batch["prompt"])
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             return (step or self.step)(activations, grid, cond).float()

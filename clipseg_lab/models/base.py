@@ -45,11 +45,15 @@ class TextPromptedModel(nn.Module):
     def preprocess(self, images) -> torch.Tensor:
         return self.backbone.preprocess(images, size=self.input_size)
 
-    def image_features(self, pixels: torch.Tensor) -> ImageFeatures:
-        """Run the frozen backbone to the deepest layer the decoder reads, then the image-only decoder part."""
+    def backbone_activations(self, pixels: torch.Tensor) -> tuple[list[torch.Tensor], tuple[int, int]]:
+        """The frozen backbone run to the deepest layer the decoder reads: its activations and the patch grid."""
         encoding = self.backbone.encode_image(pixels, layers=self.decoder.extract_layers, pooled=False,
                                               project=self.projects_tokens)
-        return self.features_from_activations(encoding.activations, encoding.grid)
+        return encoding.activations, encoding.grid
+
+    def image_features(self, pixels: torch.Tensor) -> ImageFeatures:
+        """The backbone's activations, then the image-only decoder part."""
+        return self.features_from_activations(*self.backbone_activations(pixels))
 
     @property
     def projects_tokens(self) -> bool:
