@@ -36,9 +36,12 @@ class SegmentationMetrics:
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)  # rows: truth, columns: prediction
+        self.image_miou: list[float] = []  # per image: mean IoU over the classes in its truth or prediction
+        self.image_accuracy: list[float] = []
 
     def reset(self) -> None:
         self.confusion.zero_()
+        self.image_miou, self.image_accuracy = [], []
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -52,12 +55,30 @@ class SegmentationMetrics:
         if t.numel() and (t.max() >= self.num_classes or t.min() < 0):
             raise ValueError(f"target holds class {int(t.max())}, outside 0..{self.num_classes - 1} (and not the "
                              f"ignore index {self.ignore_index})")
-        self.confusion += torch.bincount(t * self.num_classes + p.clamp(0, self.num_classes - 1),
-                                         minlength=self.num_classes ** 2).view(self.num_classes, self.num_classes)
+        n = self.num_classes
+        self.confusion += torch.bincount(t * n + p.clamp(0, n - 1), minlength=n ** 2).view(n, n)
+        if target.ndim == 2:
+            pred, target, valid = pred[None], target[None], valid[None]
+        for p_img, t_img, v_img in zip(pred.long().cpu(), target.long().cpu(), valid.cpu()):
+            cm = torch.bincount(t_img[v_img] * n + p_img[v_img].clamp(0, n - 1), minlength=n ** 2).view(n, n).double()
+            if cm.sum() == 0:
+                continue  # an all-ignore image has no score (it is also absent from the confusion matrix)
+            tp = cm.diag()
+            union = cm.sum(0) + cm.sum(1) - tp
+            self.image_miou.append(float((tp[union > 0] / union[union > 0]).mean()))
+            self.image_accuracy.append(float(tp.sum() / cm.sum()))
 
     def synchronize(self) -> None:
-        """Sum the confusion matrices of all processes (DDP); a no-op in a single process."""
+        """Sum the confusion matrices of all processes and gather their per-image scores (DDP); a no-op in a
+        single process."""
+        import torch.distributed as dist
+
         self.confusion = _all_reduce(self.confusion)
+        if dist.is_available() and dist.is_initialized():
+            gathered: list = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (self.image_miou, self.image_accuracy))
+            self.image_miou = [v for m, _ in gathered for v in m]
+            self.image_accuracy = [v for _, a in gathered for v in a]
 
     def compute(self) -> dict[str, Any]:
         cm = self.confusion.double()

@@ -125,3 +125,16 @@ def test_binary_metrics_edge_cases():
         s.compute()
     with pytest.raises(ValueError, match="outside 0..1"):
         s.update(torch.zeros(1, 3, 3, dtype=torch.long), torch.full((1, 3, 3), 4))
+
+
+def test_per_image_miou_by_hand():
+    """Per image: IoU over the classes in its truth or prediction; all-ignore images get no score."""
+    target = torch.tensor([[[0, 0], [1, 1]], [[2, 2], [2, 2]], [[255, 255], [255, 255]]])
+    pred = torch.tensor([[[0, 1], [1, 1]], [[2, 2], [2, 0]], [[0, 0], [0, 0]]])
+    m = SegmentationMetrics(3)
+    m.update(pred, target)
+    # image 0: class 0 IoU 1/2, class 1 IoU 2/3; image 1: class 2 IoU 3/4, class 0 (predicted only) IoU 0
+    assert m.image_miou == pytest.approx([(1 / 2 + 2 / 3) / 2, (3 / 4 + 0) / 2])
+    assert m.image_accuracy == pytest.approx([3 / 4, 3 / 4])
+    m.reset()
+    assert m.image_miou == [] and int(m.confusion.sum()) == 0

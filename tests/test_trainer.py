@@ -121,6 +121,15 @@ def test_semantic_training_of_clip_unet_and_unet(tmp_path):
         assert result.monitor == "miou" and 0 <= result.best_metrics["miou"] <= 1
         assert set(result.best_metrics["per_class"]) == {"background", "circle", "square", "triangle"}
         assert (result.out_dir / "snapshots" / "epoch_001.npz").is_file()
+        assert len(result.best_metrics["image_miou"]) == 6  # one score per validation image, for paired tests
+    out = tmp_path / "eval"  # evaluate the last one (unet) from the CLI: overall, per-class and per-image tables
+    assert main(["evaluate", "--checkpoint", str(result.best_checkpoint), "--dataset", "synthetic_shapes", "--split",
+                 "val", "--out", str(out), "--visualize-samples", "2", "--device", "cpu", "--limit", "4"]) == 0
+    per_class = list(csv.DictReader((out / "evaluation_per_class.csv").open()))
+    assert [row["class"] for row in per_class] == ["background", "circle", "square", "triangle"]
+    assert {"dice", "iou", "precision", "recall", "f1"} <= set(per_class[0])
+    assert len(list(csv.DictReader((out / "evaluation_per_image.csv").open()))) == 4
+    assert (out / "samples.png").is_file()
     with pytest.raises(ConfigError, match="does not fit clip-unet"):
         Trainer(TrainConfig.from_dict({"out_dir": str(tmp_path / "x"), "loss": "bce",
                                        "model": {"name": "clip-unet", "input_size": 64},

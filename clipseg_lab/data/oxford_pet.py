@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 SPECIES = {1: "cat", 2: "dog"}
 CLASS_NAMES = ("background", "cat", "dog")
 TARGETS = ("species", "binary", "trimap")
+_SAID: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,9 @@ class OxfordPet(RecordDataset):
             trainval, test = seeded_split(list(every), test_fraction, split_seed)
             self.split_source = (f"seeded split of list.txt (seed {split_seed}, test {test_fraction:.0%}); "
                                  f"no {official['trainval'].name} / {official['test'].name} in {ann}")
-            log.warning("%s: %s", self.root, self.split_source)
+            if (str(self.root), self.split_source) not in _SAID:  # once per folder, not once per split opened
+                _SAID.add((str(self.root), self.split_source))
+                log.warning("%s: %s", self.root, self.split_source)
         train, val = seeded_split(sorted(trainval), val_fraction, split_seed + 1)
         chosen = {"trainval": trainval, "train": train, "val": val, "test": test, "all": set(every)}[split]
         for name in sorted(chosen):

@@ -1,9 +1,11 @@
-"""Comparing trained models: a summary table, and paired tests over per-image scores, so that "no significant
-difference" is backed by a number."""
+"""Comparing trained models: one training run per variant of a base config, a summary table, and paired tests
+over per-image scores, so that "no significant difference" is backed by a number."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,3 +36,40 @@ def summary_row(name: str, result) -> dict[str, Any]:
     keys = ("iou_fg", "miou", "dice", "ap", "pixel_accuracy", "mdice", "mf1", "mean_foreground_dice")
     return {"run": name, "best_epoch": result.best_epoch, **{k: m[k] for k in keys if k in m},
             "epochs_run": result.epochs_run}
+
+
+def merge_config(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` applied; nested dicts (model, data, optim, ...) are merged key by key."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def train_variants(base: Mapping[str, Any], variants: Mapping[str, Mapping[str, Any]], out_dir: str | Path) -> dict:
+    """One training run per variant (a name and the config changes it makes to `base`), each into
+    `out_dir/<name>`; returns name -> TrainResult in the variants' order."""
+    from clipseg_lab.engine.trainer import train
+
+    out_dir = Path(out_dir)
+    return {name: train(merge_config(base, {**changes, "out_dir": str(out_dir / name.replace("+", "_"))}))
+            for name, changes in variants.items()}
+
+
+def comparison_table(results: Mapping[str, Any]):
+    """One row per run: the best epoch's headline metrics (a pandas DataFrame indexed by run name)."""
+    import pandas as pd
+
+    return pd.DataFrame([summary_row(name, r) for name, r in results.items()]).set_index("run")
+
+
+def paired_tests(results: Mapping[str, Any], baseline: str, key: str = "image_scores"):
+    """Each run's per-image scores at its best epoch against `baseline`'s, on the same validation images."""
+    import pandas as pd
+
+    base = results[baseline].best_metrics[key]
+    return pd.DataFrame({name: paired_test(base, r.best_metrics[key]) for name, r in results.items()
+                         if name != baseline}).T

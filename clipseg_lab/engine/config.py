@@ -30,6 +30,8 @@ class DataConfig:
     train_options: dict[str, Any] = field(default_factory=dict)
     val_options: dict[str, Any] = field(default_factory=dict)
     negatives: float = 0.0  # share of CLIPSeg-style negative prompts in training
+    train_subset: int | None = None  # a seeded random subset of this many training samples (a "PhraseCut subset")
+    val_subset: int | None = None  # the same for validation (fixed by the seed, so runs compare on one set)
     num_workers: int = 0
 
 

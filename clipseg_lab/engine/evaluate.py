@@ -1,5 +1,8 @@
-"""Evaluate a prompt model on a dataset: overall and per-image metrics, written as JSON and CSV, and a figure
-of a few samples (image | ground truth | prediction)."""
+"""Evaluate a model on a dataset: overall, per-class (multi-class models) and per-image metrics, written as JSON
+and CSV, and a figure of a few samples (image | ground truth | prediction).
+
+Prompt models are scored with `BinaryMetrics` (one mask per prompt); multi-class models (`clip-unet`, `unet`)
+with `SegmentationMetrics` over the dataset's classes."""
 
 from __future__ import annotations
 
@@ -16,19 +19,28 @@ from tqdm.auto import tqdm
 from clipseg_lab.data.base import collate_samples
 from clipseg_lab.data.transforms import JointTransform
 from clipseg_lab.files import atomic_path, write_json
-from clipseg_lab.metrics import BinaryMetrics
+from clipseg_lab.metrics import BinaryMetrics, SegmentationMetrics
 from clipseg_lab.models.base import TextPromptedModel
+from clipseg_lab.models.clip_unet import ClipUNet
+
+
+def is_semantic(model) -> bool:
+    """Multi-class models predict class maps without prompts."""
+    return isinstance(model, ClipUNet)
 
 
 @torch.no_grad()
-def evaluate_model(model: TextPromptedModel, dataset, *, batch_size: int = 8, threshold: float = 0.5,
+def evaluate_model(model: TextPromptedModel | ClipUNet, dataset, *, batch_size: int = 8, threshold: float = 0.5,
                    limit: int | None = None) -> dict[str, Any]:
-    """Binary metrics over `dataset` (or its first `limit` samples; its transform is set to the model's input
-    size), plus per-image rows."""
+    """Metrics over `dataset` (or its first `limit` samples; its transform is set to the model's input size),
+    plus per-image rows (and per-class rows for multi-class models)."""
     dataset.transform = JointTransform(model.input_size)
+    class_names = getattr(dataset, "class_names", None)
     if limit is not None:
         dataset = Subset(dataset, range(min(limit, len(dataset))))
     model.eval()
+    if is_semantic(model):
+        return _evaluate_semantic(model, dataset, class_names, batch_size)
     metrics = BinaryMetrics(threshold=threshold)
     rows: list[dict[str, Any]] = []
     for batch in tqdm(DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples), desc="evaluate", leave=False):
@@ -42,27 +54,55 @@ def evaluate_model(model: TextPromptedModel, dataset, *, batch_size: int = 8, th
     return {"overall": overall, "per_image": rows, "samples": len(rows), "provenance": model.provenance.as_dict()}
 
 
+def _evaluate_semantic(model: ClipUNet, dataset, class_names, batch_size: int) -> dict[str, Any]:
+    n = model.config.num_classes
+    if class_names is not None and len(class_names) != n:
+        raise ValueError(f"the dataset has {len(class_names)} classes {list(class_names)}, the model predicts {n}; "
+                         "evaluate on the dataset it was trained for")
+    metrics = SegmentationMetrics(n, class_names=class_names)
+    rows: list[dict[str, Any]] = []
+    for batch in tqdm(DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples), desc="evaluate", leave=False):
+        pred = model.segment(batch["image"]).argmax(1)
+        before = len(metrics.image_miou)
+        metrics.update(pred, batch["mask"].to(pred.device))
+        names = batch["name"][: len(metrics.image_miou) - before]  # all-ignore images get no row
+        rows += [{"name": name, "miou": metrics.image_miou[before + k], "pixel_accuracy": metrics.image_accuracy[before + k]}
+                 for k, name in enumerate(names)]
+    overall = metrics.compute()
+    per_class = [{"class": name, **values} for name, values in overall.pop("per_class").items()]
+    return {"overall": overall, "per_class": per_class, "per_image": rows, "samples": len(rows),
+            "provenance": model.provenance.as_dict()}
+
+
 def write_evaluation(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """evaluation.json (everything), evaluation_overall.csv (one row), evaluation_per_image.csv."""
+    """evaluation.json (everything), evaluation_overall.csv (one row), evaluation_per_image.csv, and
+    evaluation_per_class.csv for multi-class models."""
     out = Path(out_dir)
     write_json(out / "evaluation.json", result)
     overall = {k: v for k, v in result["overall"].items() if not isinstance(v, dict)}
-    with atomic_path(out / "evaluation_overall.csv") as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["model", "backbone", "samples", *overall])
-        writer.writeheader()
-        writer.writerow({"model": result["provenance"]["model"], "backbone": result["provenance"]["backbone"],
-                         "samples": result["samples"], **overall})
-    with atomic_path(out / "evaluation_per_image.csv") as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["name", "prompt", "iou", "dice"])
-        writer.writeheader()
-        writer.writerows(result["per_image"])
-    return [out / "evaluation.json", out / "evaluation_overall.csv", out / "evaluation_per_image.csv"]
+    files = [out / "evaluation.json"]
+    tables = {"evaluation_overall.csv": [{"model": result["provenance"]["model"],
+                                          "backbone": result["provenance"]["backbone"],
+                                          "samples": result["samples"], **overall}],
+              "evaluation_per_image.csv": result["per_image"]}
+    if "per_class" in result:
+        tables["evaluation_per_class.csv"] = result["per_class"]
+    for name, rows in tables.items():
+        with atomic_path(out / name) as tmp, tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["name"])
+            writer.writeheader()
+            writer.writerows(rows)
+        files.append(out / name)
+    return files
 
 
 @torch.no_grad()
-def plot_predictions(model: TextPromptedModel, dataset, count: int, threshold: float = 0.5) -> plt.Figure:
-    """One row per sample: image (with its prompt) | ground truth | predicted probability | thresholded."""
+def plot_predictions(model: TextPromptedModel | ClipUNet, dataset, count: int, threshold: float = 0.5) -> plt.Figure:
+    """One row per sample: image (with its prompt) | ground truth | predicted probability | thresholded; for
+    multi-class models image | ground truth | predicted classes."""
     count = min(count, len(dataset))
+    if is_semantic(model):
+        return _plot_semantic(model, dataset, count)
     fig, axes = plt.subplots(count, 4, figsize=(10, 2.6 * count), squeeze=False)
     for row in range(count):
         s = dataset[row]
@@ -77,3 +117,61 @@ def plot_predictions(model: TextPromptedModel, dataset, count: int, threshold: f
             ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def _plot_semantic(model: ClipUNet, dataset, count: int) -> plt.Figure:
+    names = list(getattr(dataset, "class_names", None) or range(model.config.num_classes))
+    cmap = plt.get_cmap("tab10", len(names))
+    fig, axes = plt.subplots(count, 3, figsize=(7.5, 2.6 * count), squeeze=False)
+    for row in range(count):
+        s = dataset[row]
+        pred = model.segment(s["image"][None]).argmax(1)[0].cpu().numpy()
+        truth = np.ma.masked_equal(s["mask"].numpy(), 255)  # the ignore band is left blank
+        for ax, shown, title in zip(axes[row], (s["image"].permute(1, 2, 0).numpy(), truth, pred),
+                                    (s["name"], "ground truth (blank: ignore)", "prediction")):
+            ax.imshow(shown, **({} if shown.ndim == 3 else {"cmap": cmap, "vmin": -0.5, "vmax": len(names) - 0.5,
+                                                          "interpolation": "nearest"}))
+            ax.set_title(str(title)[:40], fontsize=8)
+            ax.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(k)) for k in range(len(names))]
+    fig.legend(handles, names, loc="upper center", ncol=len(names), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return fig
+
+
+@torch.no_grad()
+def referring_table(model: TextPromptedModel, dataset, count: int, threshold: float = 0.5):
+    """The first `count` samples as a table figure, one row each: referring text | image | prediction | ground
+    truth; also returns their per-sample Dice and IoU (a DataFrame)."""
+    import pandas as pd
+
+    dataset.transform = JointTransform(model.input_size)
+    count = min(count, len(dataset))
+    fig, axes = plt.subplots(count, 4, figsize=(10, 2.4 * count), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.3, 1, 1, 1]})
+    rows = []
+    for row in range(count):
+        s = dataset[row]
+        probs = model(model.preprocess([s["image"]]), [s["prompt"]]).sigmoid()[0].cpu()
+        metrics = BinaryMetrics(threshold=threshold)
+        metrics.update(probs, s["mask"])
+        rows.append({"text": s["prompt"], "name": s["name"], "dice": metrics.image_dice[0], "iou": metrics.image_iou[0]})
+        axes[row, 0].text(0.0, 0.5, "\n".join(_wrap(s["prompt"], 28)), fontsize=9, va="center")
+        truth = s["mask"].numpy().astype(np.float32)
+        truth[s["mask"].numpy() == 255] = 0.5
+        for ax, shown in zip(axes[row, 1:], (s["image"].permute(1, 2, 0).numpy(), (probs > threshold).numpy(), truth)):
+            ax.imshow(shown, cmap=None if shown.ndim == 3 else "gray", vmin=0, vmax=1)
+        axes[row, 3].set_xlabel(f"Dice {rows[-1]['dice']:.2f}", fontsize=8)
+        for ax in axes[row]:
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[row, 0].axis("off")
+    for ax, title in zip(axes[0], ("referring text", "image", f"prediction (> {threshold})", "ground truth")):
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [""]

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from clipseg_lab.backbones.loading import default_device, load_backbone
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 LOG_FIELDS = ["epoch", "train_loss", "val_loss", "iou_fg", "miou", "dice", "ap", "mdice", "mf1",
               "mean_foreground_dice", "pixel_accuracy", "lr", "seconds"]
+
+
+PER_IMAGE_KEYS = ("image_iou", "image_miou", "image_scores")  # kept in memory, not in evaluation_results.json
 
 
 @dataclass
@@ -101,6 +104,16 @@ def _schedule(config: TrainConfig):
     raise ConfigError(f"optim.schedule must be poly, cosine or constant, not {o.schedule!r}")
 
 
+def _subset(dataset, size: int | None, seed: int):
+    """A seeded random subset of `size` samples (the whole dataset when size is None or not smaller)."""
+    if size is None or size >= len(dataset):
+        return dataset
+    if size < 1:
+        raise ConfigError(f"a data subset needs at least one sample, not {size}")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+    return Subset(dataset, order.tolist())
+
+
 class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -136,6 +149,9 @@ class Trainer:
                                   **{**d.options, **d.train_options})
         self.val_data = open_dataset(d.dataset, d.root, d.val_split, transform=JointTransform(size),
                                      **{**d.options, **d.val_options})
+        self.class_names = getattr(self.val_data, "class_names", None)
+        train_data = _subset(train_data, d.train_subset, config.seed)
+        self.val_data = _subset(self.val_data, d.val_subset, config.seed)
         if d.negatives:
             train_data = WithNegatives(train_data, d.negatives, seed=config.seed)
         generator = torch.Generator().manual_seed(config.seed)
@@ -157,7 +173,6 @@ class Trainer:
         elif config.use_cache and self.model.backbone is not None:  # the fused layer at the backbone's own size
             bb = self.model.backbone
             self.cache = ActivationCache(cache_dir, bb, (self.model.config.clip_layer % bb.num_layers,), bb.image_size)
-        self.class_names = getattr(self.val_data, "class_names", None)
         params = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
         self._trainable = params
         opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(config.optim.optimizer)
@@ -249,8 +264,11 @@ class Trainer:
         metrics.synchronize()
         result = metrics.compute()
         result["val_loss"] = self._mean_across_ranks(total, count)
-        if not self.semantic:
-            result["image_iou"] = metrics.image_iou
+        # per-image scores for paired tests between runs on the same validation images
+        if self.semantic:
+            result["image_miou"] = result["image_scores"] = metrics.image_miou
+        else:
+            result["image_iou"] = result["image_scores"] = metrics.image_iou
         return result
 
     @torch.no_grad()
@@ -365,7 +383,7 @@ class Trainer:
                 stopped = f"stopped after {time.perf_counter() - start_time:.0f} s (max_seconds {config.max_seconds})"
                 break
         results = {"best_epoch": best_epoch, "monitor": self.monitor, "stopped": stopped,
-                   "metrics": {k: v for k, v in best_metrics.items() if k != "image_iou"},
+                   "metrics": {k: v for k, v in best_metrics.items() if k not in PER_IMAGE_KEYS},
                    "provenance": self.model.provenance.as_dict(),
                    "cache": self.cache.report() if self.cache else "online backbone"}
         if main:

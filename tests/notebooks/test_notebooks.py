@@ -55,3 +55,18 @@ def test_failing_notebook_stops_the_run(tmp_path):
     assert len(results) == 1 and results[0]["status"] == "failed" and "boom" in results[0]["error"]
     manifest = json.loads((tmp_path / "runs" / "manifest.json").read_text())
     assert manifest["skipped_after_failure"] == ["01_next.ipynb"]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "full"])
+def test_profile_overrides_name_declared_parameters(profile):
+    """A typo in params/<profile>.yaml would be filtered out silently: every override must be declared."""
+    import papermill
+
+    from clipseg_lab.notebooks import load_params
+
+    params = load_params(profile, ROOT)
+    names = {b.stem: b for b in BOOKS}
+    for stem, overrides in (params.get("notebooks") or {}).items():
+        assert stem in names, f"params/{profile}.yaml names {stem}, which is not a numbered notebook"
+        undeclared = set(overrides) - set(papermill.inspect_notebook(str(names[stem])))
+        assert not undeclared, f"params/{profile}.yaml: {stem} does not declare {sorted(undeclared)}"
