@@ -77,13 +77,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    import yaml
+
     import clipseg_lab as cl
     from clipseg_lab.data.registry import open_dataset
     from clipseg_lab.engine.evaluate import evaluate_model, plot_predictions, write_evaluation
+    from clipseg_lab.errors import ConfigError
     from clipseg_lab.viz import save_figure
 
     model = cl.load_model(args.checkpoint, backbone=args.backbone, device=args.device)
-    options = {"images": "placeholder"} if args.placeholder_images else {}
+    # the loader options the checkpoint was trained with (e.g. SyntheticShapes' mode), for the same dataset
+    trained_on = (model.provenance.extra.get("config") or {}).get("data") or {}
+    options = dict(trained_on.get("options") or {}) if trained_on.get("dataset") == args.dataset else {}
+    if args.placeholder_images:
+        options["images"] = "placeholder"
+    for item in args.data_option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--data-option {item!r}: expected KEY=VALUE, e.g. target=species")
+        options[key] = yaml.safe_load(value)
     dataset = open_dataset(args.dataset, args.data, args.split, **options)
     result = evaluate_model(model, dataset, batch_size=args.batch_size, threshold=args.threshold, limit=args.limit)
     files = write_evaluation(result, args.out)
@@ -95,8 +107,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                  data=f"{args.dataset} {args.split}"))
         plt.close(fig)
     o = result["overall"]
-    print(f"{result['samples']} samples: IoU_FG {o['iou_fg']:.4f}, mIoU {o['miou']:.4f}, Dice {o['dice']:.4f}, "
-          f"AP {o['ap']:.4f}; wrote {', '.join(f.name for f in files)} to {args.out}")
+    scores = (f"IoU_FG {o['iou_fg']:.4f}, mIoU {o['miou']:.4f}, Dice {o['dice']:.4f}, AP {o['ap']:.4f}" if "iou_fg" in o
+              else f"pixel accuracy {o['pixel_accuracy']:.4f}, mIoU {o['miou']:.4f}, mean foreground Dice "
+                   f"{o['mean_foreground_dice']:.4f}")
+    print(f"{result['samples']} samples: {scores}; wrote {', '.join(f.name for f in files)} to {args.out}")
     return 0
 
 
@@ -121,6 +135,87 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
                             run_root=args.run_dir, figures_root=args.figures_dir)
     failed = [r for r in results if r["status"] != "ok"]
     return 1 if failed else 0
+
+
+def cmd_hypothesis(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from clipseg_lab.stats import HypothesisConfig, run_hypothesis
+    from clipseg_lab.stats.report import write_report
+
+    distance = args.pair_distance if args.pair_distance == "auto" else int(args.pair_distance)
+    config = HypothesisConfig(mode=args.mode, pair_distance=distance, neighbourhood=args.neighbourhood,
+                              random_pairs=args.random_pairs, subsample=args.subsample, objects=args.objects,
+                              seed=args.seed, limit=args.limit)
+    options = {"image_dir": args.image_dir} if args.image_dir else {}
+    result = run_hypothesis(args.dataset, args.data, config, splits=args.split, **options)
+    files = write_report(result, args.out)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} image(s): see {files['skipped_csv']}", file=sys.stderr)
+    for row in result.rows:
+        print(f"{row['dataset']} {row['split']}: {row['images']} images, d={row['pair_distance']}, n_A={row['n_A']}, "
+              f"n_B={row['n_B']}, mean A {row['mean_A']:.2f} vs B {row['mean_B']:.2f}, Welch t={row['welch_t']:.2f} "
+              f"(dof {row['dof']:.0f}), p={row['p_value']:.3g}, g={row['hedges_g']:.3f}, per-image p="
+              f"{row['image_p_two_sided']:.3g}\n  subsampled: {row['verdict_subsample']}")
+    print(f"wrote {', '.join(p.name for p in files.values())} to {args.out}")
+    if not result.rows:
+        print(f"error: no usable image in {args.dataset} at {args.data}; nothing was tested", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_rs_infer(args: argparse.Namespace) -> int:
+    from clipseg_lab.zeroshot.config import load_config, with_overrides
+    from clipseg_lab.zeroshot.pipeline import parse_shard, run
+
+    config = load_config(args.config)
+    changes: dict = {key: value for key, value in [("input.dir", args.input), ("output.base_dir", args.output),
+                                                   ("dense.variant", args.variant), ("model.device", args.device)]
+                     if value is not None}
+    if args.backbone:  # the config's patch size belongs to its own backbone
+        changes.update({"model.clip_model_name": args.backbone, "model.clip_checkpoint": None, "model.patch_size": None})
+    if args.sam:
+        changes["model.sam_checkpoint"] = args.sam
+        if args.sam in ("vit_h", "vit_l", "vit_b"):
+            changes["model.sam_model_type"] = args.sam
+    if args.layers:
+        try:
+            n, m, l_ = (int(v) for v in args.layers.split(","))
+        except ValueError:
+            print(f"error: --layers {args.layers!r}: expected three integers N,M,L", file=sys.stderr)
+            return 2
+        changes.update({"attention.num_initial_layers": n, "attention.num_neighbor_attention_layers": m,
+                        "attention.num_sam_attention_layers": l_})
+    config = with_overrides(config, **changes)
+    summary = run(config, shard=parse_shard(args.shard), resume=not args.no_resume, limit=args.limit,
+                  progress=not args.no_progress)
+    print(summary.report())
+    where = config.output.base_dir
+    print(f"outputs in {where}/{config.output.visualizations_subdir}/<tile>/"
+          + ("" if summary.metrics is not None else f"; combine the shards with: clipseg-lab rs-merge {where}"))
+    return 1 if summary.skipped and not (summary.processed or summary.resumed) else 0
+
+
+def cmd_rs_merge(args: argparse.Namespace) -> int:
+    from clipseg_lab.zeroshot.pipeline import UNTRAINED_NOTE, merge_outputs
+
+    result = merge_outputs(args.dirs, args.out)
+    out = args.out or args.dirs[0]
+    if result["oa"] is not None:
+        print(f"{result['tiles']} tiles ({result['tiles_with_labels']} labelled): OA {result['oa']:.4f}, "
+              f"mIoU {result['miou']:.4f}, mF1 {result['mf1']:.4f}; wrote metrics.json and CSVs to {out}")
+    else:
+        print(f"{result['tiles']} tiles, none labelled; wrote metrics.json to {out}")
+    if result["skipped"]:
+        print(f"skipped {len(result['skipped'])}: " + "; ".join(f"{w} ({why})" for w, why in result["skipped"]))
+    if result["missing"]:
+        print(f"not finished yet: {len(result['missing'])} tile(s), e.g. {result['missing'][:3]}", file=sys.stderr)
+    if result["untrained"]:
+        print(f"warning: {UNTRAINED_NOTE}", file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save image | ground truth | prediction for N samples")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     p.add_argument("--placeholder-images", action="store_true", help="RefCOCO without images (smoke only)")
+    p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
+                   help="a dataset loader option (YAML value), repeatable; default: the options the checkpoint was "
+                        "trained with when --dataset is its training dataset")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)
 
@@ -179,6 +277,60 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RefCOCO without COCO images: grey placeholders of the true sizes (smoke runs only)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("hypothesis", help="test: do intensities vary less inside objects than across boundaries?",
+                       description="Two populations of grayscale (ITU-R 601-2 luma) differences |I(p) - I(q)|: A, "
+                                   "pairs inside one object; B, pairs across objects (ignored pixels excluded). "
+                                   "Welch's t (dof, p, CI, Hedges' g), Mann-Whitney U, a per-image paired test and "
+                                   "subsampled tests, per dataset split. Writes hypothesis.json, hypothesis.csv, "
+                                   "hypothesis_images.csv, hypothesis_skipped.csv and hypothesis_distributions.png.")
+    p.add_argument("--dataset", required=True,
+                   help="oxford_pet, potsdam, vaihingen, loveda, cityscapes, pennfudan, refcoco, phrasecut, ...")
+    p.add_argument("--data", required=True, help="the dataset's folder (or annotation file for RefCOCO)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--pair-distance", default="auto",
+                   help="pixels between the two pixels of a pair, or 'auto' (default): spans the ignore band "
+                        "(e.g. the Pet trimap boundary), 1 where labels touch")
+    p.add_argument("--subsample", default="random:10000",
+                   help="pairs the subsampled tests use: random:N (default random:10000), every:K, or none")
+    p.add_argument("--mode", default="neighbours", choices=["neighbours", "random"],
+                   help="neighbouring pairs at the pair distance, or random pairs at any distance")
+    p.add_argument("--neighbourhood", type=int, default=4, choices=[4, 8])
+    p.add_argument("--random-pairs", type=int, default=10_000, help="mode random: pairs per image and population")
+    p.add_argument("--objects", default="labels", choices=["labels", "components"],
+                   help="an object is a label value, or a connected component of one")
+    p.add_argument("--split", action="append", default=None, help="split(s) to test (default: every split)")
+    p.add_argument("--limit", type=int, default=None, help="at most N images per split")
+    p.add_argument("--image-dir", default=None, help="RefCOCO / PhraseCut images folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_hypothesis)
+
+    p = sub.add_parser("rs-infer", help="training-free segmentation of remote-sensing tiles (ReSeg-CLIP and relatives)",
+                       description="Walks every tile of input.dir (<tile>/R_G_B_IR.png + L.png folders, recursively, "
+                                   "or mmseg img_dir/ann_dir) and writes output.base_dir/visualizations_subdir/<tile>/"
+                                   "{pred_mask,pred_overlay,gt_mask,gt_overlay}.png and tile.json, plus metrics.json "
+                                   "and CSVs. Finished tiles are skipped on a rerun. See configs/zeroshot/.")
+    p.add_argument("--config", required=True, help="YAML file (configs/zeroshot/*.yaml)")
+    p.add_argument("--input", default=None, help="override input.dir")
+    p.add_argument("--output", default=None, help="override output.base_dir")
+    p.add_argument("--backbone", default=None, help="override the CLIP: a name, hub id, local dir, OpenAI .pt, or tiny-random")
+    p.add_argument("--sam", default=None, help="override the SAM: a checkpoint .pth, vit_h / vit_l / vit_b, or tiny-random")
+    p.add_argument("--layers", default=None, metavar="N,M,L",
+                   help="attention blocks: N unrestricted, M neighbourhood, L SAM-region (must add up to the depth)")
+    p.add_argument("--variant", default=None, help="dense features: vanilla, maskclip, sclip, clearclip, naclip")
+    p.add_argument("--shard", default=None, metavar="i/N",
+                   help="take tiles i, i+N, ... (0-based i) of the sorted list; 'auto' reads torchrun's RANK/WORLD_SIZE "
+                        "or a Slurm job array. Combine the shards with rs-merge")
+    p.add_argument("--limit", type=int, default=None, help="only the first N tiles (sorted by name)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--no-resume", action="store_true", help="segment finished tiles again")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_rs_infer)
+
+    p = sub.add_parser("rs-merge", help="combine the metrics of rs-infer shards (sums their confusion matrices)")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="rs-infer output folder(s) (output.base_dir)")
+    p.add_argument("--out", default=None, help="where metrics.json and the CSVs go (default: the first DIR)")
+    p.set_defaults(func=cmd_rs_merge)
 
     p = sub.add_parser("notebooks", help="run the numbered notebooks headless through papermill",
                        description="Executes notebooks/NN_*.ipynb in order with params/<profile>.yaml.")

@@ -14,7 +14,7 @@ from clipseg_lab.errors import UnknownNameError
 class DatasetEntry:
     build: Callable[..., Any]  # (root, split, **options) -> Dataset
     splits: dict[str, str]  # our Train / Val / Test -> the dataset's own split names
-    kind: str  # "referring" (binary mask per prompt) or "semantic" (class indices)
+    kind: str  # "referring" (binary mask per prompt), "semantic" (class indices) or "instance" (+ instance_mask)
 
 
 def _pet(root, split, **kw):
@@ -55,6 +55,18 @@ def _tiles(coding: str):
     return build
 
 
+def _cityscapes(root, split, **kw):
+    from clipseg_lab.data.cityscapes import Cityscapes
+
+    return Cityscapes(root, split, **kw)
+
+
+def _pennfudan(root, split, **kw):
+    from clipseg_lab.data.pennfudan import PennFudan
+
+    return PennFudan(root, split, **kw)
+
+
 def _shapes(root, split, **kw):
     from clipseg_lab.data.synthetic import SyntheticShapes
 
@@ -72,6 +84,8 @@ DATASETS: dict[str, DatasetEntry] = {
     "potsdam": DatasetEntry(_tiles("isprs-index"), {"Train": "train", "Val": "val", "Test": "test"}, "semantic"),
     "vaihingen": DatasetEntry(_tiles("isprs-index"), {"Train": "train", "Val": "val", "Test": "test"}, "semantic"),
     "loveda": DatasetEntry(_tiles("loveda"), {"Train": "train", "Val": "val", "Test": "test"}, "semantic"),
+    "cityscapes": DatasetEntry(_cityscapes, {"Train": "train", "Val": "val", "Test": "test"}, "instance"),
+    "pennfudan": DatasetEntry(_pennfudan, {"Train": "train", "Val": "val", "Test": "test"}, "instance"),
     "synthetic_shapes": DatasetEntry(_shapes, {"Train": "train", "Val": "val", "Test": "test"}, "referring"),
 }
 

@@ -1,0 +1,133 @@
+"""Writing a hypothesis result: JSON (everything), CSV tables, and the distributions figure."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from clipseg_lab.files import atomic_path, write_json
+from clipseg_lab.stats.run import HypothesisResult
+
+# the CSV's leading columns, in this order; every other row field follows
+CSV_COLUMNS = ["dataset", "split", "images", "skipped", "pair_distance", "n_A", "n_B", "mean_A", "sd_A", "mean_B",
+               "sd_B", "difference", "welch_t", "dof", "p_value", "p_one_sided", "ci_low", "ci_high", "hedges_g",
+               "sub_n_A", "sub_n_B", "sub_welch_t", "sub_dof", "sub_p_value", "sub_hedges_g", "mwu_U",
+               "mwu_p_two_sided", "mwu_prob_B_greater", "images_used", "image_t", "image_dof", "image_p_two_sided",
+               "wilcoxon_p_two_sided", "critical_99_9_inf", "critical_exact", "verdict_all_pairs",
+               "verdict_subsample", "verdict_per_image"]
+
+
+def _clean(value: Any) -> Any:
+    """NaN and infinities as null (strict JSON), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # NumPy scalars
+        return _clean(value.item())
+    return value
+
+
+def _write_csv(frame, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
+
+
+def write_report(result: HypothesisResult, out_dir: str | os.PathLike, *, profile: str | None = None,
+                 data: str | None = None, figure: bool = True) -> dict[str, Path]:
+    """`hypothesis.json`, `hypothesis.csv` (one row per dataset and split), `hypothesis_images.csv`,
+    `hypothesis_skipped.csv` and `hypothesis_distributions.png` (+ the figures manifest) in `out_dir`."""
+    import pandas as pd
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": out / "hypothesis.json"}
+    write_json(files["json"], _clean(result.as_dict()))
+    table = result.table()
+    if len(table):
+        table = table[[c for c in CSV_COLUMNS if c in table] + [c for c in table if c not in CSV_COLUMNS]]
+    files["csv"] = _write_csv(table, out / "hypothesis.csv")
+    files["images_csv"] = _write_csv(pd.DataFrame(result.images), out / "hypothesis_images.csv")
+    files["skipped_csv"] = _write_csv(pd.DataFrame(result.skipped, columns=["dataset", "split", "name", "reason"]),
+                                      out / "hypothesis_skipped.csv")
+    if figure and result.rows:
+        import matplotlib.pyplot as plt
+
+        from clipseg_lab.stats.plots import plot_distributions
+        from clipseg_lab.viz.figures import save_figure
+
+        fig = plot_distributions(result)
+        files["figure"] = save_figure(fig, out / "hypothesis_distributions.png", provenance=None, profile=profile,
+                                      data=data or ", ".join(dict.fromkeys(r["dataset"] for r in result.rows)),
+                                      notes={"kind": "hypothesis test, no model"})
+        plt.close(fig)
+    return files
+
+
+def format_p(p: float | None) -> str:
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    return f"{p:.2g}" if p > 0 else "< 1e-300"
+
+
+def summarise(result: HypothesisResult) -> str:
+    """One plain-language paragraph per table row: the effect, and what each test says."""
+    lines = []
+    for r in result.rows:
+        d = f"pairs {r['pair_distance']} px apart" if r["pair_distance"] is not None else "random pairs"
+        per_image = (f"the per-image paired t over {r['images_used']} images gives p = "
+                     f"{format_p(r['image_p_two_sided'])}"
+                     if r["images_used"] >= 2 and r["image_p_two_sided"] is not None
+                     and math.isfinite(r["image_p_two_sided"])
+                     else f"the per-image test needs at least 2 images with boundary pairs ({r['images_used']} here)")
+        lines.append(
+            f"{r['dataset']} ({r['split']}, {r['images']} image(s), {d}): mean |dI| {r['mean_A']:.1f} inside vs "
+            f"{r['mean_B']:.1f} across (Hedges' g {r['hedges_g']:.2f}; P(B > A) = {r['mwu_prob_B_greater']:.2f}). "
+            f"All {r['n_A'] + r['n_B']:,} pairs: t = {r['welch_t']:.1f}; {r['sub_n_A'] + r['sub_n_B']:,} subsampled "
+            f"pairs: t = {r['sub_welch_t']:.1f}, p = {format_p(r['sub_p_value'])}; {per_image}.")
+    return "\n".join(lines)
+
+
+HEADLINE = ["dataset", "split", "images", "skipped", "pair_distance", "n_A", "n_B", "mean_A", "mean_B", "hedges_g",
+            "welch_t", "dof", "p_value", "sub_welch_t", "sub_p_value", "mwu_p_two_sided", "mwu_prob_B_greater",
+            "images_used", "image_p_two_sided", "wilcoxon_p_two_sided", "reject_subsample"]
+
+
+def headline_table(result: HypothesisResult):
+    """One row per dataset (its "all" row where it has splits), the key columns, and the subsampled and
+    per-image p-values adjusted for testing several datasets: Bonferroni (`*_bonferroni`) and
+    Benjamini-Hochberg (`*_bh`, `scipy.stats.false_discovery_control`)."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    table = result.table()
+    if not len(table):
+        return table
+    multi = table.groupby("dataset")["split"].transform(lambda s: (s == "all").any())
+    table = table[~multi | (table["split"] == "all")][[c for c in HEADLINE if c in table]].reset_index(drop=True)
+    for column in ("sub_p_value", "image_p_two_sided"):
+        p = table[column].to_numpy(float)
+        ok = np.isfinite(p)
+        bonf, bh = np.full(p.shape, np.nan), np.full(p.shape, np.nan)
+        bonf[ok] = np.minimum(p[ok] * ok.sum(), 1.0)
+        if ok.any():
+            bh[ok] = stats.false_discovery_control(p[ok])
+        table[f"{column}_bonferroni"], table[f"{column}_bh"] = bonf, bh
+    return pd.DataFrame(table)
+
+
+def data_description(result: HypothesisResult, samples_dir: Any = None) -> str:
+    """What data a figure of this result shows, for its caption."""
+    names = list(dict.fromkeys(r["dataset"] for r in result.rows))
+    real = [n for n in names if n != "synthetic_shapes"]
+    where = f" ({samples_dir})" if samples_dir is not None else ""
+    parts = [f"real samples{where}: {', '.join(real)}"] if real else []
+    if "synthetic_shapes" in names:
+        parts.append("SyntheticShapes (synthetic scenes, no real samples found)")
+    return "; ".join(parts) or "no data"
