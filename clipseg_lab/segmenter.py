@@ -76,3 +76,22 @@ class Segmenter:
         probs = probs.sigmoid().cpu()
         threshold = self.threshold if threshold is None else threshold
         return probs > threshold if threshold is not None else probs
+
+
+@torch.inference_mode()
+def predict_sample(model, image: torch.Tensor, prompt: str | None = None,
+                   size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Probabilities for one uint8 image `(3, H, W)` at `size` (default: the image's), on the CPU.
+
+    Prompt models (`TextPromptedModel`) give `(H, W)` sigmoid probabilities for `prompt`; multi-class models
+    (`clip-unet`, `unet`) give `(C, H, W)` softmax probabilities and take no prompt.
+    """
+    size = size or tuple(image.shape[-2:])
+    if isinstance(model, TextPromptedModel):
+        if prompt is None:
+            raise ValueError(f"{model.provenance.model} segments what a prompt names: give a prompt")
+        logits = model(model.preprocess([image]), [prompt])[:, None]
+    else:
+        logits = model.segment(image[None])
+    logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)[0].cpu()
+    return logits[0].sigmoid() if isinstance(model, TextPromptedModel) else logits.softmax(0)

@@ -10,6 +10,7 @@ import torch
 
 from clipseg_lab.cli import main
 from clipseg_lab.engine import ConfigError, TrainConfig, Trainer, train
+from clipseg_lab.viz.analysis import plot_epoch_strips
 from tests.conftest import REPO
 
 
@@ -50,6 +51,8 @@ def test_training_writes_everything_and_resumes(tmp_path):
     resumed = train(_config(tmp_path, epochs=3, resume=True))
     assert [int(r["epoch"]) for r in csv.DictReader((out / "training_log.csv").open())] == [1, 2, 3]
     assert resumed.epochs_run == 3
+    fig = plot_epoch_strips(out)  # the "over the epochs" strips: image | truth | epochs 1..3, one row per sample
+    assert len(fig.axes) == 2 * (2 + 3) and fig.axes[4].get_title() == "epoch 3"
     other = _config(tmp_path, epochs=4, resume=True)
     other["model"] = {**other["model"], "name": "model0"}
     with pytest.raises(ConfigError, match="resume: .* holds clipseg-rd64"):
@@ -108,7 +111,9 @@ def test_cli_evaluate(tmp_path, capsys):
     per_image = list(csv.DictReader((out / "evaluation_per_image.csv").open()))
     overall = json.loads((out / "evaluation.json").read_text())["overall"]
     assert len(per_image) == json.loads((out / "evaluation.json").read_text())["samples"] == 6
-    assert 0 <= overall["iou_fg"] <= 1 and (out / "samples.png").is_file()
+    assert 0 <= overall["iou_fg"] <= 1
+    for stem in ("samples", "confidence", "errors", "gradcam"):
+        assert (out / f"{stem}.png").is_file(), stem
 
 
 def test_semantic_training_of_clip_unet_and_unet(tmp_path):
@@ -129,7 +134,8 @@ def test_semantic_training_of_clip_unet_and_unet(tmp_path):
     assert [row["class"] for row in per_class] == ["background", "circle", "square", "triangle"]
     assert {"dice", "iou", "precision", "recall", "f1"} <= set(per_class[0])
     assert len(list(csv.DictReader((out / "evaluation_per_image.csv").open()))) == 4
-    assert (out / "samples.png").is_file()
+    for stem in ("samples", "confidence", "errors", "gradcam"):
+        assert (out / f"{stem}.png").is_file(), stem
     with pytest.raises(ConfigError, match="does not fit clip-unet"):
         Trainer(TrainConfig.from_dict({"out_dir": str(tmp_path / "x"), "loss": "bce",
                                        "model": {"name": "clip-unet", "input_size": 64},

@@ -175,3 +175,58 @@ def _wrap(text: str, width: int) -> list[str]:
     import textwrap
 
     return textwrap.wrap(text, width) or [""]
+
+
+def analysis_figures(model: TextPromptedModel | ClipUNet, dataset, count: int, threshold: float = 0.5,
+                     title: str = "") -> dict[str, plt.Figure]:
+    """For the first `count` samples: per-class (or per-prompt) confidence heatmaps, error maps and Grad-CAM.
+    Keys: "confidence", "errors", "gradcam" (file stems the CLI writes)."""
+    from clipseg_lab.segmenter import predict_sample
+    from clipseg_lab.viz.analysis import plot_error_maps
+    from clipseg_lab.viz.gradcam import grad_cam, plot_grad_cam
+
+    count = min(count, len(dataset))
+    samples = [dataset[i] for i in range(count)]
+    semantic = is_semantic(model)
+    names = list(getattr(dataset, "class_names", None) or range(model.config.num_classes)) if semantic else None
+    probs = [predict_sample(model, s["image"], None if semantic else s["prompt"], tuple(s["mask"].shape)) for s in samples]
+    labels = [p.argmax(0) if semantic else (p > threshold).long() for p in probs]
+    figures = {"confidence": _stack([_confidence(s, p, names) for s, p in zip(samples, probs)], title),
+               "errors": plot_error_maps([{"image": s["image"], "prediction": lab, "truth": s["mask"],
+                                           "label": s["name"] if semantic else f"“{s['prompt']}”"}
+                                          for s, lab in zip(samples, labels)], title=title)}
+    cams = []
+    for s, lab in zip(samples, labels):
+        if semantic:  # the classes present in the prediction, background last
+            present = [int(c) for c in torch.unique(lab) if int(c) != 0] or [0]
+            cams.append(plot_grad_cam(s["image"], {str(names[c]): grad_cam(model, s["image"], c) for c in present}))
+        else:
+            cams.append(plot_grad_cam(s["image"], {f"“{s['prompt']}”": grad_cam(model, s["image"], s["prompt"])}))
+    figures["gradcam"] = _stack(cams, title)
+    return figures
+
+
+def _confidence(sample: dict, probs: torch.Tensor, names) -> plt.Figure:
+    from clipseg_lab.viz.analysis import plot_confidence
+
+    return plot_confidence(sample["image"], probs, names or [sample["prompt"]])
+
+
+def _stack(figures: list[plt.Figure], title: str = "") -> plt.Figure:
+    """Rows of several one-row figures as one figure (rendered, then stacked as images)."""
+    images = []
+    for fig in figures:
+        fig.canvas.draw()
+        images.append(np.asarray(fig.canvas.buffer_rgba())[..., :3])
+        plt.close(fig)
+    width = max(i.shape[1] for i in images)
+    padded = [np.pad(i, ((0, 0), (0, width - i.shape[1]), (0, 0)), constant_values=255) for i in images]
+    stacked = np.concatenate(padded)
+    dpi = 100
+    out = plt.figure(figsize=(stacked.shape[1] / dpi, stacked.shape[0] / dpi + (0.3 if title else 0)), dpi=dpi)
+    ax = out.add_axes((0, 0, 1, 1))
+    ax.imshow(stacked)
+    ax.axis("off")
+    if title:
+        out.suptitle(title, fontsize=10)
+    return out

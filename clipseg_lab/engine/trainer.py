@@ -283,7 +283,8 @@ class Trainer:
             folder.mkdir(parents=True, exist_ok=True)
             with atomic_path(folder / "samples.npz") as tmp:
                 np.savez_compressed(tmp.open("wb"), image=batch["image"].numpy(), mask=batch["mask"].numpy())
-            write_json(folder / "samples.json", {"names": batch["name"], "prompts": batch["prompt"]})
+            write_json(folder / "samples.json", {"names": batch["name"], "prompts": batch["prompt"],
+                                                  "kind": "semantic" if self.semantic else "referring"})
         self.model.eval()
         if self.semantic:
             probs = self._logits(batch, step=self.model).argmax(1).to(torch.uint8).cpu().numpy()  # class maps
