@@ -69,7 +69,7 @@ def test_cityscapes_conversions_follow_the_official_table():
 def test_cityscapes_falls_back_to_label_ids_and_reports_it(tmp_path):
     _cityscapes_fixture(tmp_path, instance=False)
     data = Cityscapes(tmp_path, "val")
-    assert data.skipped and "instanceIds missing" in data.skipped[0][1]
+    assert not data.skipped and data.fallbacks and "without instanceIds" in data.notes[0]  # kept, not skipped
     s = data[0]
     assert s["instances"] is False and s["instance_mask"].numpy()[1, 0] == 26  # cars not separated
 

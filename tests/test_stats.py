@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from scipy import stats
 
 from clipseg_lab.cli import main
 from clipseg_lab.data.masks import MaskError
-from clipseg_lab.stats import (HypothesisConfig, NoBoundaryError, choose_pair_distance, crossing_distances,
+from clipseg_lab.stats import (HypothesisConfig, NoBoundaryError, adjust_p, choose_pair_distance, crossing_distances,
                                distance_profile, hedges_g, luma, object_labels, pair_populations, per_image_test,
                                random_pairs, run_hypothesis, run_on_samples, run_sample_datasets, subsample, verdict,
                                welch_from_summary, welch_test)
@@ -134,6 +135,7 @@ def test_subsampling():
     picked = subsample(values, "random:7", seed=1)
     assert picked.size == 7 and np.array_equal(picked, subsample(values, "random:7", seed=1))
     assert subsample(values, "random:500").size == 100 and subsample(values, "none").size == 100
+    assert np.array_equal(subsample(values, "7", seed=1), picked)  # digits: N random pairs
     with pytest.raises(ValueError, match="every:K"):
         subsample(values, "half")
     # the pipeline's random subsample is uniform over all pairs of all images (smallest uniform keys)
@@ -142,6 +144,20 @@ def test_subsampling():
         sub.add(part, rng)
     kept = sub.array()
     assert kept.size == 300 and np.unique(kept).size == 300 and 1000 < kept.mean() < 2000
+
+
+def test_p_value_adjustment_across_datasets():
+    p = np.array([0.01, 0.04, np.nan, 0.03, 0.005])
+    holm = adjust_p(p, "holm")  # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1, then running maximum
+    np.testing.assert_allclose(holm[[4, 0, 3, 1]], [0.02, 0.03, 0.06, 0.06])
+    assert math.isnan(holm[2])
+    np.testing.assert_allclose(adjust_p(p, "bonferroni")[[0, 1, 3, 4]], [0.04, 0.16, 0.12, 0.02])
+    bh = stats.false_discovery_control([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adjust_p(p, "bh")[[0, 1, 3, 4]], bh)
+    assert (holm[np.isfinite(p)] <= adjust_p(p, "bonferroni")[np.isfinite(p)]).all()
+    assert np.isnan(adjust_p([np.nan])).all()
+    with pytest.raises(ValueError, match="holm"):
+        adjust_p(p, "sidak")
 
 
 def test_moments_merge_exactly():
@@ -175,18 +191,23 @@ def test_flat_objects_with_sharp_edges_give_a_huge_effect():
 
 
 def test_pure_noise_with_a_random_mask_rejects_at_the_nominal_rate():
-    """Over 200 seeds, the subsampled Welch test at alpha 0.05 rejects 2-9 % of the time."""
-    rejections = 0
+    """Over 200 seeds, the pipeline's subsampled Welch test (and Mann-Whitney U) at alpha 0.05 rejects 2-9 % of
+    the time on pure noise with a random block mask (64 x 64, 8 x 8 blocks of 3 labels, 100 random pairs per
+    population: Welch 4.0 % and Mann-Whitney 3.5 % on these 200 seeds, 4.7 % and 5.1 % over 1000). The subsample
+    must be sparse: A and B pairs that share a pixel are positively correlated, which makes the test
+    conservative when most of the B pairs are drawn (40 x 40 images with 150 pairs: 1 % on 200 seeds)."""
+    rejections = {"sub_p_value": 0, "mwu_p_two_sided": 0}
     for seed in range(200):
         rng = np.random.default_rng(seed)
-        gray = rng.normal(128, 30, (40, 40))
-        labels = np.kron(rng.integers(0, 3, (5, 5)), np.ones((8, 8), int))  # random blocks, independent of gray
-        if len(np.unique(labels)) < 2:
-            continue
-        pops = pair_populations(gray, labels, ignore_index=None)
-        w = welch_test(subsample(pops.across, "random:150", rng), subsample(pops.inside, "random:150", rng))
-        rejections += w.p_two_sided < 0.05
-    assert 0.02 <= rejections / 200 <= 0.09, rejections
+        gray = rng.normal(128, 30, (64, 64))
+        labels = np.kron(rng.integers(0, 3, (8, 8)), np.ones((8, 8), int)).astype(np.uint8)
+        row = run_on_samples([{"image": gray, "mask": labels, "name": f"noise{seed}"}], label="noise",
+                             config=HypothesisConfig(pair_distance=1, subsample="random:100", seed=seed)).rows[0]
+        assert row["sub_n_A"] == row["sub_n_B"] == 100
+        for key in rejections:
+            rejections[key] += row[key] < 0.05
+    for key, count in rejections.items():
+        assert 0.02 <= count / 200 <= 0.09, (key, count)
 
 
 # -- per-image test ----------------------------------------------------------------------------------------
@@ -240,6 +261,77 @@ def test_the_run_continues_past_bad_images_and_reports_them():
     assert "ignored" in reasons["all_ignore"] and "placeholder" in reasons["placeholder"]
 
 
+def _pet_fixture(root):
+    """Oxford Pet layout (list.txt, no split files; trimaps 1 pet, 2 background, 3 boundary band) with three good
+    images and four bad ones: a trimap of the wrong size, an all-boundary (all-ignore) trimap, an all-background
+    (single-label) trimap, and a missing trimap."""
+    (root / "images").mkdir(parents=True)
+    (root / "annotations" / "trimaps").mkdir(parents=True)
+    names = ["Abyssinian_1", "Bengal_2", "beagle_3", "Sphynx_4", "boxer_5", "pug_6", "Persian_7"]
+    for k, name in enumerate(names):
+        rng = np.random.default_rng(k)
+        trimap = np.full((40, 50), 2, np.uint8)
+        trimap[10:30, 12:38] = 3
+        trimap[13:27, 15:35] = 1  # the pet, inside a 3-pixel band
+        gray = np.where(trimap == 1, 180.0, 40.0) + rng.normal(0, 3, trimap.shape)
+        Image.fromarray(np.repeat(np.clip(gray, 0, 255).astype(np.uint8)[..., None], 3, -1)).save(
+            root / "images" / f"{name}.jpg", quality=95)
+        if name == "Sphynx_4":
+            trimap = trimap[:, :45]  # wrong size
+        elif name == "boxer_5":
+            trimap[:] = 3  # all boundary: every pixel ignored
+        elif name == "pug_6":
+            trimap[:] = 2  # background only: no boundary
+        if name != "Persian_7":
+            Image.fromarray(trimap).save(root / "annotations" / "trimaps" / f"{name}.png")
+    lines = [f"{n} {k + 1} {1 if n[0].isupper() else 2} 1" for k, n in enumerate(names)]
+    (root / "annotations" / "list.txt").write_text("#Image CLASS-ID SPECIES BREED ID\n" + "\n".join(lines) + "\n")
+    return root
+
+
+def test_a_dataset_run_continues_past_bad_files_and_reports_them(tmp_path, capsys):
+    root = _pet_fixture(tmp_path / "pet")
+    result = run_hypothesis("oxford_pet", root, HypothesisConfig(subsample="random:500"), splits=["all"])
+    row = result.rows[0]
+    assert row["images"] == 3 and row["skipped"] == 4 and row["pair_distance"] == 4  # spans the 3-px band
+    assert row["mean_B"] > 100 and row["mean_A"] < 10 and row["reject_subsample"]
+    reasons = {s["name"].rsplit("/", 1)[-1]: s["reason"] for s in result.skipped}
+    assert "Sphynx_4.png: mask is 45x40" in reasons["Sphynx_4"] and "is 50x40" in reasons["Sphynx_4"]
+    assert "every pixel of the mask is ignored" in reasons["boxer_5"]
+    assert "single object label" in reasons["pug_6"]
+    assert reasons["Persian_7.png"] == "not loaded: trimap missing"
+    code = main(["hypothesis", "--dataset", "oxford_pet", "--data", str(root), "--out", str(tmp_path / "out"),
+                 "--split", "all", "--subsample", "500"])
+    err = capsys.readouterr().err
+    assert code == 0 and "skipped 4 image(s)" in err and "1 x not loaded: trimap missing" in err
+    assert len((tmp_path / "out" / "hypothesis_skipped.csv").read_text().splitlines()) == 5
+
+
+def test_referring_datasets_with_images(tmp_path, samples):
+    """PhraseCut (a fixture in its format) and RefCOCO (the real annotations, one COCO image stood in by a picture
+    of the right size): a referred object vs the rest of the image; missing images are skipped and reported."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_data_loaders import _phrasecut_fixture
+
+    result = run_hypothesis("phrasecut", _phrasecut_fixture(tmp_path), HypothesisConfig(subsample="none"))
+    assert [r["split"] for r in result.rows] == ["val"] and result.rows[0]["images"] == 2
+    assert result.skipped[0]["reason"] == "not loaded: image file missing"
+    assert any("phrasecut train: not available" in n for n in result.notes)
+
+    annotations = samples / "refcoco" / "refcoco.json"
+    info = next(iter(json.loads(annotations.read_text())["coco_anns"].values()))["info"]
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (info["height"], info["width"], 3), dtype=np.uint8)).save(
+        tmp_path / info["file_name"])
+    result = run_hypothesis("refcoco", annotations, HypothesisConfig(limit=None), image_dir=tmp_path)
+    assert result.rows and sum(r["images"] for r in result.rows if r["split"] != "all") >= 1
+    assert all(r["n_B"] > 0 for r in result.rows)
+    assert {s["reason"].split(":")[0] for s in result.skipped} <= {
+        "placeholder image", "the same image and mask as an earlier sample (another prompt for one object)"}
+
+
 # -- model-predicted masks ---------------------------------------------------------------------------------
 def test_predicted_masks_work_directly():
     """A "prediction" (a thresholded probability map, no CLIP needed) is just another mask."""
@@ -250,6 +342,24 @@ def test_predicted_masks_work_directly():
     row = result.rows[0]
     assert row["dataset"] == "predicted" and row["pair_distance"] == 1 and row["n_B"] > 0
     assert row["reject_all_pairs"] and row["hedges_g"] > 3
+
+
+def test_a_segmenter_s_predictions(tiny_backbone):
+    """The masks a (tiny-random, untrained) CLIPSeg model predicts go through the same test, labelled as such."""
+    import clipseg_lab as cl
+    from clipseg_lab.stats import prediction_to_mask, run_on_predictions
+
+    probs = torch.tensor([[[0.9, 0.2], [0.6, 0.1]], [[0.3, 0.7], [0.8, 0.4]]])
+    assert prediction_to_mask(probs).tolist() == [[1, 2], [2, 0]]
+    assert prediction_to_mask(probs[0], 0.5).tolist() == [[1, 0], [1, 0]]
+    segmenter = cl.Segmenter(cl.build_model("clipseg-rd64", backbone=tiny_backbone))
+    samples = [{"image": _flat_scene(s)[0], "name": f"scene{s}", "prompt": "a square"} for s in range(2)]
+    samples.append(("broken.png", OSError("unreadable")))
+    # threshold 0: every pixel goes to its most probable prompt, so the masks have two labels whatever the model
+    result = run_on_predictions(segmenter, samples, ["a square", "the background"], threshold=0.0,
+                                config=HypothesisConfig(pair_distance=1, subsample="none"))
+    assert "untrained backbone" in result.rows[0]["dataset"] and result.rows[0]["images"] == 2
+    assert result.skipped[0]["name"] == "broken.png" and result.rows[0]["n_B"] > 0
 
 
 # -- the dataset run and its outputs ------------------------------------------------------------------------
@@ -295,6 +405,11 @@ def test_cli_hypothesis(tmp_path, capsys):
                  str(tmp_path / "o2")]) == 1
     assert "PNGImages" in capsys.readouterr().err
     assert main(["hypothesis", "--dataset", "nope", "--data", ".", "--out", str(tmp_path / "o3")]) == 2
+    capsys.readouterr()
+    for flag, value, message in [("--subsample", "half", "every:K"), ("--pair-distance", "x", "pair_distance")]:
+        assert main(["hypothesis", "--dataset", "pennfudan", "--data", str(tmp_path / "pf"), "--out",
+                     str(tmp_path / "o4"), flag, value]) == 2
+        assert message in capsys.readouterr().err
 
 
 # -- the real samples --------------------------------------------------------------------------------------
@@ -338,7 +453,8 @@ def test_random_mode_headline_and_summary(tmp_path):
     row = result.rows[0]
     assert row["pair_distance"] is None and row["n_A"] == row["n_B"] == 900 and row["hedges_g"] > 1
     table = headline_table(result)
-    assert {"sub_p_value_bonferroni", "sub_p_value_bh", "image_p_two_sided_bh"} <= set(table.columns)
+    assert {"sub_p_value_holm", "sub_p_value_bonferroni", "sub_p_value_bh", "image_p_two_sided_holm"} <= set(
+        table.columns)
     assert "pennfudan (all, 3 image(s), random pairs)" in summarise(result)
     assert data_description(result, "x") == "real samples (x): pennfudan"
 

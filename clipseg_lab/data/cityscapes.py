@@ -17,8 +17,9 @@ Label conventions (cityscapesScripts' `labels.py`):
 instance, the label id for each evaluated stuff class (all road is one region), -1 for ignored classes and,
 with `groups="ignore"` (default), for crowd regions too (they hold several objects whose boundaries are not
 annotated; `groups="keep"` treats each crowd region as one object). When `instanceIds.png` is absent the
-loader falls back to `labelIds.png` and says so in the sample (`instances: False`): then each thing class is
-one region per class, like stuff (nothing is dropped as a crowd).
+loader falls back to `labelIds.png` and says so in the sample (`instances: False`) and in `notes` (the
+record is kept, so it is not in `skipped`): then each thing class is one region per class, like stuff
+(nothing is dropped as a crowd).
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class Cityscapes(RecordDataset):
         if groups not in GROUPS:
             raise ValueError(f"groups must be one of {GROUPS}, not {groups!r}")
         self.root, self.split, self.groups = Path(root), split, groups
+        self.fallbacks: list[str] = []  # instanceIds files that were missing (labelIds used instead)
+        self.notes: list[str] = []  # what a report should say about this split besides skips
         images_root = self.root / "leftImg8bit"
         if not images_root.is_dir():
             raise DatasetError(f"{images_root}: missing. Expected the Cityscapes layout leftImg8bit/<split>/<city>/"
@@ -108,12 +111,16 @@ class Cityscapes(RecordDataset):
                 instance, labels = folder / f"{stem}_gtFine_instanceIds.png", folder / f"{stem}_gtFine_labelIds.png"
                 if instance.is_file():
                     self.records.append(CityscapesRecord(stem, s, image.parent.name, image, instance, True))
-                elif labels.is_file():
-                    self.skip(str(instance), "instanceIds missing: labelIds used, no instance separation")
+                elif labels.is_file():  # kept, so not a skip: noted
+                    self.fallbacks.append(str(instance))
                     self.records.append(CityscapesRecord(stem, s, image.parent.name, image, labels, False))
                 else:
                     self.skip(str(image), "no gtFine instanceIds or labelIds annotation")
         self.require_records(f"{self.root} split {split!r}")
+        if self.fallbacks:
+            self.notes.append(f"{len(self.fallbacks)} image(s) without instanceIds (e.g. {self.fallbacks[0]}): "
+                              "labelIds used, so the instances of a class are one region (no instance separation)")
+            log.warning("%s split %s: %s", self.root, split, self.notes[-1])
 
     def load(self, record: CityscapesRecord) -> Sample:
         image = load_rgb(record.image)

@@ -9,6 +9,7 @@ from typing import Any
 
 from clipseg_lab.files import atomic_path, write_json
 from clipseg_lab.stats.run import HypothesisResult
+from clipseg_lab.stats.significance import adjust_p
 
 # the CSV's leading columns, in this order; every other row field follows
 CSV_COLUMNS = ["dataset", "split", "images", "skipped", "pair_distance", "n_A", "n_B", "mean_A", "sd_A", "mean_B",
@@ -69,10 +70,11 @@ def write_report(result: HypothesisResult, out_dir: str | os.PathLike, *, profil
     return files
 
 
-def format_p(p: float | None) -> str:
+def format_p(p: float | None, name: str = "p") -> str:
+    """"p = 0.0011", "p < 1e-300" (0 in floating point) or "p n/a" (no test)."""
     if p is None or not math.isfinite(p):
-        return "n/a"
-    return f"{p:.2g}" if p > 0 else "< 1e-300"
+        return f"{name} n/a"
+    return f"{name} = {p:.2g}" if p > 0 else f"{name} < 1e-300"
 
 
 def summarise(result: HypothesisResult) -> str:
@@ -80,7 +82,7 @@ def summarise(result: HypothesisResult) -> str:
     lines = []
     for r in result.rows:
         d = f"pairs {r['pair_distance']} px apart" if r["pair_distance"] is not None else "random pairs"
-        per_image = (f"the per-image paired t over {r['images_used']} images gives p = "
+        per_image = (f"the per-image paired t over {r['images_used']} images gives "
                      f"{format_p(r['image_p_two_sided'])}"
                      if r["images_used"] >= 2 and r["image_p_two_sided"] is not None
                      and math.isfinite(r["image_p_two_sided"])
@@ -89,7 +91,7 @@ def summarise(result: HypothesisResult) -> str:
             f"{r['dataset']} ({r['split']}, {r['images']} image(s), {d}): mean |dI| {r['mean_A']:.1f} inside vs "
             f"{r['mean_B']:.1f} across (Hedges' g {r['hedges_g']:.2f}; P(B > A) = {r['mwu_prob_B_greater']:.2f}). "
             f"All {r['n_A'] + r['n_B']:,} pairs: t = {r['welch_t']:.1f}; {r['sub_n_A'] + r['sub_n_B']:,} subsampled "
-            f"pairs: t = {r['sub_welch_t']:.1f}, p = {format_p(r['sub_p_value'])}; {per_image}.")
+            f"pairs: t = {r['sub_welch_t']:.1f}, {format_p(r['sub_p_value'])}; {per_image}.")
     return "\n".join(lines)
 
 
@@ -100,11 +102,9 @@ HEADLINE = ["dataset", "split", "images", "skipped", "pair_distance", "n_A", "n_
 
 def headline_table(result: HypothesisResult):
     """One row per dataset (its "all" row where it has splits), the key columns, and the subsampled and
-    per-image p-values adjusted for testing several datasets: Bonferroni (`*_bonferroni`) and
-    Benjamini-Hochberg (`*_bh`, `scipy.stats.false_discovery_control`)."""
-    import numpy as np
+    per-image p-values adjusted for testing several datasets (the family is these rows; NaN = not testable):
+    Holm (`*_holm`), Bonferroni (`*_bonferroni`) and Benjamini-Hochberg (`*_bh`); see `adjust_p`."""
     import pandas as pd
-    from scipy import stats
 
     table = result.table()
     if not len(table):
@@ -113,12 +113,8 @@ def headline_table(result: HypothesisResult):
     table = table[~multi | (table["split"] == "all")][[c for c in HEADLINE if c in table]].reset_index(drop=True)
     for column in ("sub_p_value", "image_p_two_sided"):
         p = table[column].to_numpy(float)
-        ok = np.isfinite(p)
-        bonf, bh = np.full(p.shape, np.nan), np.full(p.shape, np.nan)
-        bonf[ok] = np.minimum(p[ok] * ok.sum(), 1.0)
-        if ok.any():
-            bh[ok] = stats.false_discovery_control(p[ok])
-        table[f"{column}_bonferroni"], table[f"{column}_bh"] = bonf, bh
+        for method in ("holm", "bonferroni", "bh"):
+            table[f"{column}_{method}"] = adjust_p(p, method)
     return pd.DataFrame(table)
 
 

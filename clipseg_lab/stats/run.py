@@ -336,7 +336,7 @@ def open_splits(name: str, root: Any, splits: list[str] | None = None, **options
 
     if name not in DATASETS:
         open_dataset(name, root, "train")  # raises the unknown-name error listing the known names
-    if name in PLACEHOLDER_OPTION and "image_dir" not in options:
+    if name in PLACEHOLDER_OPTION:  # missing COCO images become skipped samples instead of failing the split
         options.setdefault("images", "placeholder")
     wanted = splits or DEFAULT_SPLITS.get(name) or list(dict.fromkeys(DATASETS[name].splits.values()))
     opened, notes = [], []
@@ -350,7 +350,16 @@ def open_splits(name: str, root: Any, splits: list[str] | None = None, **options
         if all(r == records[0] for r in records):
             opened = [("all", opened[0][1])]
             notes.append(f"{name}: no split folders; one row over every image")
+    notes += [f"{name} {split}: {note}" for split, data in opened for note in getattr(data, "notes", [])]
     return opened, notes
+
+
+def index_skips(dataset: str, split: str, data: Any) -> list[dict[str, Any]]:
+    """What the loader left out while indexing a split (a missing mask or image, a task without a phrase), as
+    skipped entries. Entries the loader kept as records (a tile kept without its label: skipped later as
+    unusable) are not repeated here."""
+    return [{"dataset": dataset, "split": split, "name": what, "reason": f"not loaded: {why}"}
+            for what, why in getattr(data, "skipped", []) if "kept" not in why]
 
 
 def run_hypothesis(name: str, root: Any, config: HypothesisConfig | None = None, *, splits: list[str] | None = None,
@@ -379,6 +388,8 @@ def run_hypothesis(name: str, root: Any, config: HypothesisConfig | None = None,
     for split, data in opened:
         group, imgs, skips, sub = analyse_samples(_iterate(data, config.limit), label, split, config,
                                                   choice["distance"])
+        skips = index_skips(label, split, data) + skips
+        group.skipped = len(skips)
         groups.append(group)
         images += imgs
         skipped += skips
