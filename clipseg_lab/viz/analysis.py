@@ -16,6 +16,7 @@ import torch
 from matplotlib.colors import ListedColormap
 
 from clipseg_lab.segmenter import predict_sample
+from clipseg_lab.viz.overlay import blend
 
 IGNORE = 255
 
@@ -137,10 +138,6 @@ def gallery_predictions(models: dict[str, torch.nn.Module], samples: Sequence[di
             for name, model in models.items()}
 
 
-def _labels(probs: torch.Tensor, threshold: float) -> np.ndarray:
-    return _numpy(probs.argmax(0) if probs.ndim == 3 else probs > threshold).astype(np.int64)
-
-
 def _truth_shown(mask: torch.Tensor, semantic: bool) -> np.ndarray:
     truth = _numpy(mask).astype(np.float32)
     if semantic:
@@ -152,7 +149,7 @@ def _truth_shown(mask: torch.Tensor, semantic: bool) -> np.ndarray:
 def plot_gallery(samples: Sequence[dict], predictions: dict[str, list[torch.Tensor]], threshold: float = 0.5,
                  class_names: Sequence[str] | None = None, title: str = "") -> plt.Figure:
     """Rows of image | prompt | one prediction per model | ground truth, the same images and prompts for every
-    model. Prompt models show their probability (thresholded mask outlined); multi-class models their classes."""
+    model. Prompt models show their mask (p > threshold) over the image; multi-class models their classes."""
     names = list(predictions)
     semantic = predictions[names[0]][0].ndim == 3
     cols = 3 + len(names)
@@ -170,10 +167,9 @@ def plot_gallery(samples: Sequence[dict], predictions: dict[str, list[torch.Tens
         for c, name in enumerate(names, start=2):
             probs = predictions[name][r]
             if semantic:
-                row[c].imshow(_labels(probs, threshold), **style)
+                row[c].imshow(_numpy(probs.argmax(0)), **style)
             else:
-                row[c].imshow(_numpy(probs), cmap="magma", vmin=0, vmax=1)
-                row[c].contour(_labels(probs, threshold), levels=[0.5], colors="cyan", linewidths=0.7)
+                row[c].imshow(blend(sample["image"], (probs > threshold).float()[None], alpha=0.6))
         row[-1].imshow(_truth_shown(sample["mask"], semantic), **(style if semantic else {"cmap": "gray", "vmin": 0,
                                                                                            "vmax": 1}))
         for ax in row:
@@ -184,8 +180,8 @@ def plot_gallery(samples: Sequence[dict], predictions: dict[str, list[torch.Tens
     if semantic and class_names:
         handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(k)) for k in range(n_classes)]
         fig.legend(handles, class_names, loc="lower center", ncol=min(n_classes, 6), fontsize=8, frameon=False)
-    elif not semantic:
-        fig.text(0.5, 0.01, f"predictions: probability, cyan outline at p > {threshold}", ha="center", fontsize=8)
+    if not semantic:
+        title = f"{title}{' | ' if title else ''}prediction: the mask p > {threshold} over the image"
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 1))

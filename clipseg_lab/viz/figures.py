@@ -38,7 +38,8 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, *, provenance: Provena
     text = provenance_caption(provenance, profile, data)
     if caption:
         untrained = provenance is not None and provenance.untrained
-        fig.text(0.5, 0.005, text, ha="center", va="bottom", fontsize=7, wrap=True,
+        # hung below the figure (bbox_inches="tight" grows the PNG to hold it), so it never covers an axis
+        fig.text(0.5, -0.005, text, ha="center", va="top", fontsize=7, wrap=True,
                  color="firebrick" if untrained else "dimgray")
     record = {
         "figure": path.name,

@@ -8,6 +8,7 @@ Token activations `(B, 1 + h*w, D)` are read on the patch grid with the class to
 
 from __future__ import annotations
 
+import textwrap
 from typing import Literal
 
 import numpy as np
@@ -107,7 +108,7 @@ def plot_grad_cam(image: torch.Tensor | np.ndarray, cams: dict[str, np.ndarray],
     for ax, (label, cam) in zip(axes[1:], cams.items()):
         ax.imshow(rgb)
         ax.imshow(cam, cmap="jet", alpha=alpha, vmin=0, vmax=1)
-        ax.set_title(f"Grad-CAM: {label}"[:36], fontsize=8)
+        ax.set_title(textwrap.shorten(f"Grad-CAM: {label}", 34, placeholder=" …"), fontsize=8)
     for ax in axes:
         ax.axis("off")
     if title:
