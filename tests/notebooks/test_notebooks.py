@@ -6,6 +6,7 @@ Outputs go to a temporary folder, never to the tracked figures/ and papermill_ru
 from __future__ import annotations
 
 import json
+import time
 
 import nbformat
 import pytest
@@ -16,18 +17,39 @@ ROOT = find_repo_root()
 BOOKS = numbered_notebooks(ROOT)
 
 
+# DESIGN.md's budget for the whole smoke run on 2 CPU cores
+SMOKE_BUDGET_S = 7 * 60
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """All numbered notebooks in order, as `make notebooks` runs them: later ones load what earlier ones
+    published (e.g. 07 the decoders of 02 and 03)."""
+    out = tmp_path_factory.mktemp("smoke")
+    start = time.perf_counter()
+    results = run_notebooks("smoke", run_root=out / "runs", figures_root=out / "figures", root=ROOT)
+    seconds = time.perf_counter() - start
+    print(f"\nwhole smoke run: {seconds:.0f} s; " + ", ".join(f"{r['notebook'][:2]} {r['seconds']:.0f} s" for r in results))
+    return {"results": {r["notebook"]: r for r in results}, "seconds": seconds, "out": out,
+            "manifest": json.loads((out / "runs" / "manifest.json").read_text()),
+            "figures": json.loads((out / "figures" / "manifest.json").read_text())}
+
+
 @pytest.mark.parametrize("book", BOOKS, ids=[b.stem for b in BOOKS])
-def test_notebook_runs_in_smoke_profile(book, tmp_path):
-    runs, figures = tmp_path / "runs", tmp_path / "figures"
-    results = run_notebooks("smoke", only=[book.name[:2]], run_root=runs, figures_root=figures, root=ROOT)
-    assert [r["status"] for r in results] == ["ok"], results
-    manifest = json.loads((runs / "manifest.json").read_text())
-    assert manifest["notebooks"][0]["notebook"] == book.name and manifest["commit"]
-    figs = json.loads((figures / "manifest.json").read_text())
-    assert figs, "a notebook should save at least one figure"
+def test_notebook_runs_in_smoke_profile(book, smoke_run):
+    record = smoke_run["results"].get(book.name)
+    assert record is not None, f"not run: an earlier notebook failed ({smoke_run['manifest'].get('skipped_after_failure')})"
+    assert record["status"] == "ok", record
+    assert smoke_run["manifest"]["commit"] and smoke_run["manifest"]["packages"]
+    figs = {name: rec for name, rec in smoke_run["figures"].items() if name.startswith(book.name[:3])}
+    assert figs, "a notebook should save at least one figure, named after it (NN_...)"
     with_model = [rec for rec in figs.values() if rec["provenance"]]
     assert all(rec["untrained"] for rec in with_model), "smoke figures of models must be labelled as untrained"
     assert all(rec["data"] or rec["provenance"] for rec in figs.values()), "every figure says what it shows"
+
+
+def test_whole_smoke_run_fits_the_budget(smoke_run):
+    assert smoke_run["seconds"] < SMOKE_BUDGET_S, f"smoke run took {smoke_run['seconds']:.0f} s"
 
 
 @pytest.mark.parametrize("book", BOOKS, ids=[b.stem for b in BOOKS])
