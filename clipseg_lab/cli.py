@@ -81,7 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     import clipseg_lab as cl
     from clipseg_lab.data.registry import open_dataset
-    from clipseg_lab.engine.evaluate import evaluate_model, plot_predictions, write_evaluation
+    from clipseg_lab.engine.evaluate import analysis_figures, evaluate_model, plot_predictions, write_evaluation
     from clipseg_lab.errors import ConfigError
     from clipseg_lab.viz import save_figure
 
@@ -106,6 +106,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         files.append(save_figure(fig, Path(args.out) / "samples.png", provenance=model.provenance,
                                  data=f"{args.dataset} {args.split}"))
         plt.close(fig)
+        for stem, fig in analysis_figures(model, dataset, args.visualize_samples, args.threshold).items():
+            files.append(save_figure(fig, Path(args.out) / f"{stem}.png", provenance=model.provenance,
+                                     data=f"{args.dataset} {args.split}"))
+            plt.close(fig)
     o = result["overall"]
     scores = (f"IoU_FG {o['iou_fg']:.4f}, mIoU {o['miou']:.4f}, Dice {o['dice']:.4f}, AP {o['ap']:.4f}" if "iou_fg" in o
               else f"pixel accuracy {o['pixel_accuracy']:.4f}, mIoU {o['miou']:.4f}, mean foreground Dice "
@@ -142,24 +146,33 @@ def cmd_hypothesis(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     from clipseg_lab.stats import HypothesisConfig, run_hypothesis
-    from clipseg_lab.stats.report import write_report
+    from clipseg_lab.stats.report import format_p, write_report
 
-    distance = args.pair_distance if args.pair_distance == "auto" else int(args.pair_distance)
-    config = HypothesisConfig(mode=args.mode, pair_distance=distance, neighbourhood=args.neighbourhood,
-                              random_pairs=args.random_pairs, subsample=args.subsample, objects=args.objects,
-                              seed=args.seed, limit=args.limit)
+    distance = int(args.pair_distance) if args.pair_distance.isdigit() else args.pair_distance
+    try:
+        config = HypothesisConfig(mode=args.mode, pair_distance=distance, neighbourhood=args.neighbourhood,
+                                  random_pairs=args.random_pairs, subsample=args.subsample, objects=args.objects,
+                                  seed=args.seed, limit=args.limit)
+    except ValueError as exc:  # --pair-distance / --subsample that do not parse
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options = {"image_dir": args.image_dir} if args.image_dir else {}
     result = run_hypothesis(args.dataset, args.data, config, splits=args.split, **options)
     files = write_report(result, args.out)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if result.skipped:
-        print(f"skipped {len(result.skipped)} image(s): see {files['skipped_csv']}", file=sys.stderr)
+        print(f"skipped {len(result.skipped)} image(s), listed in {files['skipped_csv']}:", file=sys.stderr)
+        reasons: dict[str, list[str]] = {}
+        for s in result.skipped:
+            reasons.setdefault(s["reason"], []).append(s["name"])
+        for reason, names in reasons.items():
+            print(f"  {len(names)} x {reason} (e.g. {names[0]})", file=sys.stderr)
     for row in result.rows:
         print(f"{row['dataset']} {row['split']}: {row['images']} images, d={row['pair_distance']}, n_A={row['n_A']}, "
               f"n_B={row['n_B']}, mean A {row['mean_A']:.2f} vs B {row['mean_B']:.2f}, Welch t={row['welch_t']:.2f} "
-              f"(dof {row['dof']:.0f}), p={row['p_value']:.3g}, g={row['hedges_g']:.3f}, per-image p="
-              f"{row['image_p_two_sided']:.3g}\n  subsampled: {row['verdict_subsample']}")
+              f"(dof {row['dof']:.0f}), {format_p(row['p_value'])}, g={row['hedges_g']:.3f}, "
+              f"{format_p(row['image_p_two_sided'], 'per-image p')}\n  subsampled: {row['verdict_subsample']}")
     print(f"wrote {', '.join(p.name for p in files.values())} to {args.out}")
     if not result.rows:
         print(f"error: no usable image in {args.dataset} at {args.data}; nothing was tested", file=sys.stderr)
@@ -168,28 +181,12 @@ def cmd_hypothesis(args: argparse.Namespace) -> int:
 
 
 def cmd_rs_infer(args: argparse.Namespace) -> int:
-    from clipseg_lab.zeroshot.config import load_config, with_overrides
+    from clipseg_lab.zeroshot.config import parse_assignments, prepare_config
     from clipseg_lab.zeroshot.pipeline import parse_shard, run
 
-    config = load_config(args.config)
-    changes: dict = {key: value for key, value in [("input.dir", args.input), ("output.base_dir", args.output),
-                                                   ("dense.variant", args.variant), ("model.device", args.device)]
-                     if value is not None}
-    if args.backbone:  # the config's patch size belongs to its own backbone
-        changes.update({"model.clip_model_name": args.backbone, "model.clip_checkpoint": None, "model.patch_size": None})
-    if args.sam:
-        changes["model.sam_checkpoint"] = args.sam
-        if args.sam in ("vit_h", "vit_l", "vit_b"):
-            changes["model.sam_model_type"] = args.sam
-    if args.layers:
-        try:
-            n, m, l_ = (int(v) for v in args.layers.split(","))
-        except ValueError:
-            print(f"error: --layers {args.layers!r}: expected three integers N,M,L", file=sys.stderr)
-            return 2
-        changes.update({"attention.num_initial_layers": n, "attention.num_neighbor_attention_layers": m,
-                        "attention.num_sam_attention_layers": l_})
-    config = with_overrides(config, **changes)
+    config = prepare_config(args.config, input_dir=args.input, output_dir=args.output, backbone=args.backbone,
+                            sam=args.sam, layers=args.layers, variant=args.variant, device=args.device,
+                            overrides=parse_assignments(args.set))
     summary = run(config, shard=parse_shard(args.shard), resume=not args.no_resume, limit=args.limit,
                   progress=not args.no_progress)
     print(summary.report())
@@ -255,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--visualize-samples", type=int, default=0, metavar="N",
-                   help="also save image | ground truth | prediction for N samples")
+                   help="also save, for N samples: image | ground truth | prediction (samples.png), per-class "
+                        "confidence heatmaps (confidence.png), error maps (errors.png) and Grad-CAM (gradcam.png)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     p.add_argument("--placeholder-images", action="store_true", help="RefCOCO without images (smoke only)")
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
@@ -292,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pixels between the two pixels of a pair, or 'auto' (default): spans the ignore band "
                         "(e.g. the Pet trimap boundary), 1 where labels touch")
     p.add_argument("--subsample", default="random:10000",
-                   help="pairs the subsampled tests use: random:N (default random:10000), every:K, or none")
+                   help="pairs the subsampled tests use: random:N (or just N; default random:10000), every:K, "
+                        "or none")
     p.add_argument("--mode", default="neighbours", choices=["neighbours", "random"],
                    help="neighbouring pairs at the pair distance, or random pairs at any distance")
     p.add_argument("--neighbourhood", type=int, default=4, choices=[4, 8])
@@ -325,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--no-resume", action="store_true", help="segment finished tiles again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key (dotted; the value is read as YAML), e.g. --set sliding.stride=56 "
+                        "--set templates=none; repeatable, applied after the options above")
     p.set_defaults(func=cmd_rs_infer)
 
     p = sub.add_parser("rs-merge", help="combine the metrics of rs-infer shards (sums their confusion matrices)")

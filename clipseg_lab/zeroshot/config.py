@@ -20,7 +20,7 @@ import difflib
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import yaml
 from clipseg_lab.errors import ConfigError
 
 IGNORE_WORDS = ("ignore", "void", "none")
+SAM_MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
 
 
 @dataclass
@@ -165,9 +166,14 @@ class ZeroShotConfig:
         if self.model.num_classes is not None and self.model.num_classes != len(self.classes):
             raise ConfigError(f"{where}: model.num_classes is {self.model.num_classes} but {len(self.classes)} classes "
                               f"are listed: {self.classes}")
-        resolve_templates(self.templates)
-        check_variant(self.dense.variant)
-        check_window(self.sliding.window, self.sliding.stride)
+        try:  # these checks are shared with the Python API, which has no file to name: add it here
+            resolve_templates(self.templates)
+            check_variant(self.dense.variant)
+            check_window(self.sliding.window, self.sliding.stride)
+        except ConfigError as exc:
+            key = ("templates" if "template" in str(exc) else "dense.variant" if "variant" in str(exc)
+                   else "sliding")
+            raise ConfigError(f"{where}: {key}: {exc}") from exc
         if self.sliding.short_side is not None and self.sliding.short_side < 1:
             raise ConfigError(f"{where}: sliding.short_side must be positive or null")
         if self.input.coding not in CODINGS:
@@ -292,11 +298,72 @@ def with_overrides(config: ZeroShotConfig, **changes: Any) -> ZeroShotConfig:
         *parents, last = dotted.split(".")
         for p in parents:
             if p not in target or not isinstance(target[p], dict):
-                raise ConfigError(f"cannot override {dotted!r}: no section {p!r}")
+                sections = sorted(k for k, v in target.items() if isinstance(v, dict))
+                raise ConfigError(f"cannot override {dotted!r}: no section {p!r}; sections here: {sections}")
             target = target[p]
         if last not in target:
-            raise ConfigError(f"cannot override {dotted!r}: unknown key {last!r}")
+            hint = difflib.get_close_matches(last, list(target), n=1)
+            raise ConfigError(f"cannot override {dotted!r}: unknown key {last!r}"
+                              + (f" (did you mean {hint[0]!r}?)" if hint else "") + f". Allowed: {sorted(target)}")
         target[last] = value
     new = from_dict(ZeroShotConfig, data, config.where)
     new.source = config.source
     return new.validate()
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """`["sliding.stride=56", "templates=none"]` -> `{"sliding.stride": 56, "templates": "none"}`; each value is
+    read as YAML (numbers, null, lists, mappings)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. --set sliding.stride=56")
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from exc
+    return out
+
+
+def parse_layers(layers: str | Sequence[int]) -> tuple[int, int, int]:
+    """'N,M,L' or three integers: unrestricted, neighbourhood and SAM-region attention blocks."""
+    try:
+        values = [int(v) for v in (layers.split(",") if isinstance(layers, str) else layers)]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"layers {layers!r}: expected three integers N,M,L (e.g. 18,2,4)") from exc
+    if len(values) != 3:
+        raise ConfigError(f"layers {layers!r}: expected three integers N,M,L (e.g. 18,2,4)")
+    return values[0], values[1], values[2]
+
+
+def prepare_config(config: ZeroShotConfig | str | os.PathLike, *, input_dir: str | os.PathLike | None = None,
+                   output_dir: str | os.PathLike | None = None, backbone: str | None = None, sam: str | None = None,
+                   layers: str | Sequence[int] | None = None, variant: str | None = None, device: str | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> ZeroShotConfig:
+    """A config with a run's changes applied and checked: what `clipseg-lab rs-infer` and notebook 09 do with their
+    options. `overrides` (dotted keys) are applied last, so they win over the named options."""
+    if not isinstance(config, ZeroShotConfig):
+        config = load_config(config)
+    changes: dict[str, Any] = {}
+    if input_dir is not None:
+        changes["input.dir"] = str(input_dir)
+    if output_dir is not None:
+        changes["output.base_dir"] = str(output_dir)
+    if variant is not None:
+        changes["dense.variant"] = variant
+    if device is not None:
+        changes["model.device"] = device
+    if backbone:  # the config's patch size belongs to its own backbone, as does a checkpoint file
+        changes.update({"model.clip_model_name": str(backbone), "model.clip_checkpoint": None,
+                        "model.patch_size": None})
+    if sam:
+        changes["model.sam_checkpoint"] = str(sam)
+        if str(sam) in SAM_MODEL_TYPES:
+            changes["model.sam_model_type"] = str(sam)
+    if layers is not None:
+        n, m, l_ = parse_layers(layers)
+        changes.update({"attention.num_initial_layers": n, "attention.num_neighbor_attention_layers": m,
+                        "attention.num_sam_attention_layers": l_})
+    changes.update(overrides or {})
+    return with_overrides(config, **changes) if changes else config

@@ -11,8 +11,9 @@ Last-block variants (`x` = the last block's input, `h = layer_norm1(x)`, `q, k, 
 per head, `s = head_dim ** -0.5`, `O` = the block's `out_proj`, `FFN(y) = mlp(layer_norm2(y))`):
 
 * `vanilla`:   `y = x + O(softmax(q k^T s) v)`;  `y = y + FFN(y)`  (CLIP unchanged).
-* `maskclip`:  `y = O(v)`  -- MaskCLIP (Zhou et al., ECCV 2022): the value embedding through the output
-  projection; no query-key attention, no residual, no FFN.
+* `maskclip`:  `y = x + O(v)`;  `y = y + FFN(y)`  -- MaskCLIP (Zhou et al., ECCV 2022): the value embedding
+  through the output projection in place of the attention output (every token attends only to itself), with the
+  residual and the FFN kept, as MaskCLIP's released ViT code does (`v += x; v = ffn(norm2(v), identity=v)`).
 * `sclip`:     `y = x + O((softmax(q q^T s) + softmax(k k^T s)) v)`;  `y = y + FFN(y)`  -- SCLIP's correlative
   self-attention (Wang et al., 2023), with the residual and the FFN kept as in SCLIP's released code.
 * `clearclip`: `y = O(softmax(q q^T s) v)`  -- ClearCLIP (Lan et al., ECCV 2024): q-q attention, no residual,
@@ -53,7 +54,7 @@ class LastBlock:
 
 VARIANTS: dict[str, LastBlock] = {
     "vanilla": LastBlock("qk", residual=True, ffn=True),
-    "maskclip": LastBlock("value", residual=False, ffn=False),
+    "maskclip": LastBlock("value", residual=True, ffn=True),
     "sclip": LastBlock("qq+kk", residual=True, ffn=True),
     "clearclip": LastBlock("qq", residual=False, ffn=False),
     "naclip": LastBlock("kk", residual=False, ffn=False, gaussian=True),

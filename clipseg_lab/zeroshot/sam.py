@@ -260,6 +260,7 @@ class SamRegionGenerator:
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
         self.memory_size = 8  # partitions kept in memory (most recent tiles)
         self.computed = 0  # how many partitions were computed (not served from a cache)
+        self.hits = 0  # how many were served from the memory or disk cache
 
     @property
     def fingerprint(self) -> str:
@@ -292,12 +293,14 @@ class SamRegionGenerator:
         key = self._key(image)
         if key in self._memory:
             self._memory.move_to_end(key)
+            self.hits += 1
             return self._memory[key]
         file = self._cache_file(name) if name else None
         if file is not None and file.is_file():
             try:
                 with np.load(file) as data:
                     if str(data["key"]) == key:
+                        self.hits += 1
                         return self._remember(key, data["partitions"])
             except (OSError, KeyError, ValueError) as exc:
                 log.warning("%s: unreadable region cache (%s); recomputing", file, exc)

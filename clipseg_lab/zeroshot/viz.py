@@ -28,6 +28,13 @@ def default_palette(num_classes: int, coding: str | None = None) -> np.ndarray:
     return np.asarray(colours, dtype=np.uint8)
 
 
+def config_palette(config) -> np.ndarray:
+    """`(C, 3)` uint8: the config's `palette`, else the dataset's usual colours for its label coding."""
+    if config.palette is not None:
+        return np.asarray(config.palette, dtype=np.uint8)
+    return default_palette(len(config.classes), config.input.coding)
+
+
 def colourise(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Class indices `(H, W)` -> `(H, W, 3)` uint8; the ignore index (255) is black."""
     labels = np.asarray(labels)

@@ -1,0 +1,263 @@
+"""`clipseg-lab rs-infer` end to end on the shared Potsdam and LoveDA tiles (tiny-random CLIP, tiny random SAM):
+outputs, metrics, the untrained label, resume, shards + merge, bad input; the segmenter's batching and SAM cache.
+
+Settings are shrunk with --set (short side 224, 160 px windows, one small SAM parameter set) so that the whole file
+runs in seconds; the code paths are the full ones (SAM-region and neighbourhood blocks, templates, threshold).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipseg_lab.cli import main
+from clipseg_lab.zeroshot.config import prepare_config
+from clipseg_lab.zeroshot.pipeline import UNTRAINED_NOTE, ZeroShotSegmenter, open_tiles
+from tests.conftest import REPO, SAMPLES
+
+CONFIGS = REPO / "configs" / "zeroshot"
+SMALL = ["--backbone", "tiny-random", "--sam", "tiny-random", "--layers", "8,2,2", "--no-progress",
+         "--set", "sliding.short_side=224", "--set", "sliding.window=160", "--set", "sliding.stride=64",
+         "--set", "attention.sam_param_sets=[{points_per_side: 4, pred_iou_thresh: 0.0, stability_score_thresh: 0.0}]",
+         "--set", "attention.min_region_area=0"]
+OUTPUTS = ("pred_mask.png", "pred_labels.png", "pred_overlay.png", "gt_mask.png", "gt_overlay.png", "tile.json")
+
+
+def rs_infer(config: str, data, out, *extra: str) -> int:
+    return main(["rs-infer", "--config", str(CONFIGS / config), "--input", str(data), "--output", str(out), *SMALL,
+                 *extra])
+
+
+def _metrics(folder) -> dict:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def test_rs_infer_on_the_potsdam_tile_then_resume(samples, tmp_path, capsys):
+    data, out = samples / "remote_sensing" / "potsdam", tmp_path / "out"
+    assert rs_infer("potsdam.yaml", data, out) == 0
+    printed = capsys.readouterr().out
+    assert "1 tiles: 1 segmented, 0 already finished, 0 skipped" in printed and UNTRAINED_NOTE in printed
+
+    tile = out / "visualizations" / "2_10_0_0_512_512"
+    assert all((tile / name).is_file() for name in OUTPUTS)
+    for name in OUTPUTS[:5]:
+        with Image.open(tile / name) as im:
+            assert im.size == (512, 512) and im.mode == ("L" if name == "pred_labels.png" else "RGB")
+            assert im.text["untrained"] == "true" and "untrained" in im.text["provenance"]
+    pred = np.asarray(Image.open(tile / "pred_labels.png"))
+    ann = np.asarray(Image.open(data / "ann_dir" / "2_10_0_0_512_512.png"))
+    assert pred.max() < 6
+    # the metrics are those of the written prediction against the label (0 = ignore, 1..6 = classes 0..5)
+    valid = ann > 0
+    record = json.loads((tile / "tile.json").read_text())
+    assert record["untrained"] and record["size"] == [512, 512] and record["regions"] >= 1
+    assert np.asarray(record["confusion"]).sum() == valid.sum()
+    assert record["metrics"]["oa"] == pytest.approx(float((pred[valid] == ann[valid] - 1).mean()))
+
+    metrics = _metrics(out)
+    assert metrics["untrained"] and metrics["note"] == UNTRAINED_NOTE and metrics["tiles_with_labels"] == 1
+    assert metrics["oa"] == pytest.approx(record["metrics"]["oa"]) and 0 <= metrics["miou"] <= 1
+    assert list(metrics["per_class"]) == ["impervious surface", "building", "low vegetation", "tree", "car", "clutter"]
+    import pandas as pd
+
+    per_class = pd.read_csv(out / "metrics_per_class.csv")
+    assert list(per_class["class"]) == list(metrics["per_class"]) and {"iou", "f1"} <= set(per_class.columns)
+    assert len(pd.read_csv(out / "metrics_per_tile.csv")) == 1
+    overall = pd.read_csv(out / "metrics.csv").iloc[0]
+    assert overall["oa"] == pytest.approx(metrics["oa"]) and overall["miou"] == pytest.approx(metrics["miou"])
+    assert overall["mf1"] == pytest.approx(metrics["mf1"]) and bool(overall["untrained"])
+    assert json.loads((out / "metrics_per_tile.json").read_text())["2_10_0_0_512_512"]["metrics"] == record["metrics"]
+    assert json.loads((out / "run_config.json").read_text())["untrained"]
+
+    stamp = (tile / "tile.json").stat().st_mtime_ns
+    assert rs_infer("potsdam.yaml", data, out) == 0  # resume: the finished tile is not segmented again
+    assert "0 segmented, 1 already finished" in capsys.readouterr().out
+    assert (tile / "tile.json").stat().st_mtime_ns == stamp
+    assert rs_infer("potsdam.yaml", data, out, "--variant", "clearclip") == 0  # other settings: segmented again
+    assert "1 segmented, 0 already finished" in capsys.readouterr().out
+    assert (tile / "tile.json").stat().st_mtime_ns != stamp
+
+
+@pytest.fixture(scope="module")
+def loveda(tmp_path_factory):
+    """LoveDA's two shared tiles: one unsharded run, and shards 0/2 and 1/2 in folders of their own."""
+    data = SAMPLES / "remote_sensing" / "loveda"
+    if not data.is_dir():
+        pytest.skip(f"real samples not found at {SAMPLES} (set CLIPSEG_LAB_SAMPLES)")
+    root = tmp_path_factory.mktemp("loveda")
+    codes = {"full": rs_infer("loveda.yaml", data, root / "full")}
+    for i in range(2):
+        codes[i] = rs_infer("loveda.yaml", data, root / f"shard{i}", "--shard", f"{i}/2")
+    return root, codes
+
+
+def test_rs_infer_on_the_loveda_tiles(loveda):
+    root, codes = loveda
+    assert codes["full"] == 0
+    for name in ("0", "1"):
+        tile = root / "full" / "visualizations" / name
+        assert all((tile / f).is_file() for f in OUTPUTS)
+        with Image.open(tile / "pred_mask.png") as im:
+            assert im.size == (1024, 1024)
+    metrics = _metrics(root / "full")
+    assert metrics["tiles"] == metrics["tiles_with_labels"] == 2 and metrics["untrained"]
+    assert metrics["classes"] == ["background", "building", "road", "water", "barren", "forest", "agriculture"]
+    ann = [np.asarray(Image.open(SAMPLES / "remote_sensing" / "loveda" / "ann_dir" / f"{i}.png")) for i in range(2)]
+    assert np.asarray(metrics["confusion"]).sum() == sum(int((a > 0).sum()) for a in ann)  # 0 = no-data, ignored
+
+
+def test_shards_are_disjoint_and_merge_exactly(loveda, capsys):
+    root, codes = loveda
+    assert codes[0] == codes[1] == 0
+    done = [sorted(p.parent.name for p in (root / f"shard{i}" / "visualizations").rglob("tile.json")) for i in range(2)]
+    assert done == [["0"], ["1"]]  # disjoint, and together every tile
+    assert not (root / "shard0" / "metrics.json").exists()  # a shard of several does not merge on its own
+    assert main(["rs-merge", str(root / "shard0"), str(root / "shard1"), "--out", str(root / "merged")]) == 0
+    assert "2 tiles (2 labelled)" in capsys.readouterr().out
+    merged, full = _metrics(root / "merged"), _metrics(root / "full")
+    for key in ("oa", "miou", "mf1", "per_class", "confusion", "pixels", "tiles", "fingerprint"):
+        assert merged[key] == full[key], key  # exactly: a confusion matrix is a sum over pixels
+    assert merged["missing"] == [] and merged["skipped"] == []
+
+
+def _reseg_tiles(root, samples):
+    """ReSeg-CLIP's layout from the Potsdam tile: <tile>/R_G_B_IR.png (4 bands) + L.png (ISPRS colours)."""
+    rgb = np.asarray(Image.open(samples / "remote_sensing" / "potsdam" / "img_dir" / "2_10_0_0_512_512.png"))[:96, :96]
+    ann = np.asarray(Image.open(samples / "remote_sensing" / "potsdam" / "ann_dir" / "2_10_0_0_512_512.png"))[:96, :96]
+    colours = np.array([[0, 0, 0], [255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0],
+                        [255, 0, 0]], np.uint8)  # 0 = boundary (black, ignored), then the six ISPRS classes
+    rgbi = np.dstack([rgb, rgb[..., :1]])
+    good, no_image, mismatch = root / "area1" / "good", root / "area1" / "no_image", root / "area2" / "mismatch"
+    for folder in (good, no_image, mismatch):
+        folder.mkdir(parents=True)
+    Image.fromarray(rgbi, "RGBA").save(good / "R_G_B_IR.png")
+    Image.fromarray(colours[ann]).save(good / "L.png")
+    Image.fromarray(colours[ann]).save(no_image / "L.png")  # the target image is missing
+    Image.fromarray(rgbi, "RGBA").save(mismatch / "R_G_B_IR.png")
+    Image.fromarray(colours[ann][:80, :64]).save(mismatch / "L.png")  # label of another size
+    return ann
+
+
+def test_bad_tiles_are_skipped_and_reported(samples, tmp_path, capsys):
+    ann = _reseg_tiles(tmp_path / "tiles", samples)
+    out = tmp_path / "out"
+    assert rs_infer("reseg_clip.yaml", tmp_path / "tiles", out) == 0  # the run goes on with the good tile
+    # a folder without the target image is no tile (it is reported at indexing); the mismatched one is skipped
+    printed = capsys.readouterr().out
+    assert "2 tiles: 1 segmented, 0 already finished, 2 skipped" in printed
+    assert "no R_G_B_IR.png in the tile folder" in printed and str(tmp_path / "tiles" / "area1" / "no_image") in printed
+    assert "mismatch/L.png: mask is 64x80 (WxH) but its image" in printed and "must be the same size" in printed
+    record = json.loads((out / "visualizations" / "area1" / "good" / "tile.json").read_text())
+    assert np.asarray(record["confusion"]).sum() == int((ann > 0).sum())  # colour labels decoded, black ignored
+    metrics = _metrics(out)
+    assert len(metrics["skipped"]) == 2 and metrics["tiles"] == 1
+    assert not (out / "visualizations" / "area2" / "mismatch" / "tile.json").exists()
+
+
+def test_sam_checkpoint_of_another_model_type_is_a_clear_error(samples, tmp_path, capsys):
+    fake = tmp_path / "my_sam.pth"  # a vit_b-sized image encoder (width 768); the config asks for vit_h
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)}, fake)
+    args = ["rs-infer", "--config", str(CONFIGS / "potsdam.yaml"),
+            "--input", str(samples / "remote_sensing" / "potsdam"),
+            "--output", str(tmp_path / "out"), "--backbone", "tiny-random", "--sam", str(fake), "--layers", "8,2,2",
+            "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{fake} is a SAM vit_b checkpoint" in err and "model type 'vit_h' was chosen" in err
+    assert "sam_model_type: vit_b" in err and "sam_vit_h_4b8939.pth" in err
+
+
+def test_unknown_query_in_the_config_is_a_clear_error(tmp_path, capsys):
+    import yaml
+
+    data = yaml.safe_load((CONFIGS / "potsdam.yaml").read_text())
+    data["query_to_class"]["parkinglot"] = "impervious surface"
+    bad = tmp_path / "bad.yml"
+    bad.write_text(yaml.safe_dump(data))
+    assert main(["rs-infer", "--config", str(bad), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "'parkinglot', which is not in text_queries" in err
+
+
+def test_shards_split_the_tiles_without_overlap(monkeypatch):
+    from types import SimpleNamespace
+
+    from clipseg_lab.errors import ConfigError
+    from clipseg_lab.zeroshot.pipeline import parse_shard, shard_tiles
+
+    tiles = [SimpleNamespace(name=f"t{i:02d}") for i in range(10)]
+    shares = [shard_tiles(tiles, (i, 3)) for i in range(3)]
+    assert sorted(t.name for s in shares for t in s) == [t.name for t in tiles]  # each tile exactly once
+    assert [len(s) for s in shares] == [4, 3, 3]
+    assert parse_shard("2/3") == (2, 3) and parse_shard(None) == (0, 1)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert parse_shard("auto") == (1, 4)  # torchrun
+    for bad in ("3/3", "1-3", "-1/2"):
+        with pytest.raises(ConfigError, match="--shard"):
+            parse_shard(bad)
+
+
+@pytest.fixture(scope="module")
+def small_config(tmp_path_factory):
+    root = tmp_path_factory.mktemp("segmenter")
+    return prepare_config(CONFIGS / "potsdam.yaml", backbone="tiny-random", sam="tiny-random", layers="8,2,2",
+                          input_dir=root, device="cpu", overrides={
+                              "templates": "none", "sliding.short_side": None, "sliding.window": 64,
+                              "sliding.stride": 40, "model.img_size": 64, "attention.min_region_area": 0,
+                              "attention.sam_param_sets": [{"points_per_side": 4, "pred_iou_thresh": 0.0,
+                                                            "stability_score_thresh": 0.0}]})
+
+
+def test_batched_windows_equal_one_window_at_a_time(small_config):
+    """Each window carries its own crop of the SAM partition: batching must not mix them up."""
+    image = torch.randint(0, 255, (3, 150, 130), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    one = ZeroShotSegmenter(prepare_config(small_config, overrides={"sliding.batch_size": 1}))
+    many = ZeroShotSegmenter(prepare_config(small_config, overrides={"sliding.batch_size": 16}), backbone=one.backbone,
+                             sam=one.sam)
+    a, parts = one.query_logits(image)
+    b, _ = many.query_logits(image)
+    assert a.shape == (8, 150, 130) and parts.shape == (1, 150, 130) and parts.max() >= 1  # several regions
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_sam_regions_are_computed_once_per_tile(small_config, tmp_path):
+    image = torch.randint(0, 255, (3, 96, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    seg = ZeroShotSegmenter(small_config, cache_dir=tmp_path / "regions")
+    first = seg.segment(image, "tile-a")
+    assert seg.regions.computed == 1 and (tmp_path / "regions" / "tile-a.npz").is_file()
+    second = seg.segment(image, "tile-a")  # from memory
+    assert seg.regions.computed == 1 and torch.equal(first.labels, second.labels)
+    sibling = seg.with_settings(variant="naclip", layers=(6, 2, 4))  # an ablation setting shares the regions
+    sibling.segment(image, "tile-a")
+    assert sibling.regions is seg.regions and seg.regions.computed == 1
+    fresh = ZeroShotSegmenter(small_config, backbone=seg.backbone, sam=seg.sam, cache_dir=tmp_path / "regions")
+    fresh.segment(image, "tile-a")  # from disk, in a new process or segmenter
+    assert fresh.regions.computed == 0
+    assert first.labels.shape == (96, 96) and first.probs.shape == (6, 96, 96)
+
+
+def test_missing_input_folder_is_named(tmp_path):
+    from clipseg_lab.errors import ConfigError
+
+    config = prepare_config(CONFIGS / "potsdam.yaml", input_dir=tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'nowhere'}: no such dataset folder"):
+        open_tiles(config)
+
+
+def test_sliding_window_benchmark_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    script = REPO / "benchmarks" / "bench_sliding_windows.py"
+    run = subprocess.run([sys.executable, str(script), "--tiny", "--repeats", "1", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "speed-up" in run.stdout and "cache" in run.stdout and "s per 512x512 tile" in run.stdout
+    result = json.loads(out.read_text())
+    assert result["max_abs_diff"] < 1e-4 and result["sam_computed"] == 1 and result["sam_cache_hits"] >= 1
+
