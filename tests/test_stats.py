@@ -348,6 +348,7 @@ def test_a_segmenter_s_predictions(tiny_backbone):
     """The masks a (tiny-random, untrained) CLIPSeg model predicts go through the same test, labelled as such."""
     import clipseg_lab as cl
     from clipseg_lab.stats import prediction_to_mask, run_on_predictions
+    from clipseg_lab.stats.predicted import predicted_samples
 
     probs = torch.tensor([[[0.9, 0.2], [0.6, 0.1]], [[0.3, 0.7], [0.8, 0.4]]])
     assert prediction_to_mask(probs).tolist() == [[1, 2], [2, 0]]
@@ -360,6 +361,11 @@ def test_a_segmenter_s_predictions(tiny_backbone):
                                 config=HypothesisConfig(pair_distance=1, subsample="none"))
     assert "untrained backbone" in result.rows[0]["dataset"] and result.rows[0]["images"] == 2
     assert result.skipped[0]["name"] == "broken.png" and result.rows[0]["n_B"] > 0
+    # a multi-class model needs no prompt: its most probable class per pixel is the mask
+    unet = cl.build_model("clip-unet", backbone=tiny_backbone, num_classes=3, input_size=64, channels=[8, 16],
+                          dropout=[0, 0])
+    masks = list(predicted_samples(unet, samples[:2]))
+    assert masks[0]["mask"].shape == (48, 64) and masks[0]["mask"].max() <= 2 and "clip-unet" in masks[0]["model"]
 
 
 # -- the dataset run and its outputs ------------------------------------------------------------------------

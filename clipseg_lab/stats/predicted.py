@@ -1,6 +1,7 @@
 """The hypothesis test on a model's predicted masks instead of ground truth.
 
-A prediction is just another label mask: `prediction_to_mask` turns a `Segmenter`'s probabilities into one,
+A prediction is just another label mask: `prediction_to_mask` turns a `Segmenter`'s probabilities into one
+(a multi-class model's most probable class is one already),
 `predicted_samples` does it for every sample of a dataset (or any images), and `run_on_predictions` runs the
 test on them. The result's label carries the model's provenance caption, so a run with an untrained
 (`tiny-random`) backbone says so in every row and figure.
@@ -38,24 +39,38 @@ def prediction_to_mask(probs: Any, threshold: float = 0.5) -> np.ndarray:
     return np.where(confident, best + 1, 0).astype(np.uint8)
 
 
+def _predict_mask(predictor: Any, image: Any, prompts: Sequence[str] | None, threshold: float):
+    """(mask, uint8 image): a `Segmenter` (prompt model) thresholds its prompts' probabilities; a multi-class
+    model (`clip-unet`, `unet`) gives its most probable class per pixel."""
+    if hasattr(predictor, "set_image"):
+        predictor.set_image(image)
+        return prediction_to_mask(predictor.predict(list(prompts)), threshold), predictor.image
+    from clipseg_lab.data.images import load_rgb
+    from clipseg_lab.segmenter import predict_sample
+
+    image = load_rgb(image)
+    return predict_sample(predictor, image).argmax(0).numpy().astype(np.uint8), image
+
+
 def predicted_samples(segmenter: Any, samples: Iterable[Any], prompts: str | Sequence[str] | None = None,
                       threshold: float = 0.5) -> Iterator[Any]:
-    """Each sample (a loader's dict with "image", or a bare image) with its "mask" replaced by the segmenter's
-    prediction for `prompts` (default: the sample's own "prompt"). Samples that cannot be predicted (load
-    failures given as `(name, exception)`, placeholder images) are passed on unchanged, so the run reports
-    them as skipped."""
+    """Each sample (a loader's dict with "image", or a bare image) with its "mask" replaced by the prediction:
+    of a `Segmenter` for `prompts` (default: the sample's own "prompt"), or of a multi-class model (no prompts).
+    Samples that cannot be predicted (load failures given as `(name, exception)`, placeholder images) are
+    passed on unchanged, so the run reports them as skipped."""
     caption = segmenter.provenance.caption() if hasattr(segmenter, "provenance") else "model"
+    prompted = hasattr(segmenter, "set_image")
     for index, sample in enumerate(samples):
         if isinstance(sample, tuple) or (isinstance(sample, dict) and sample.get("placeholder")):
             yield sample
             continue
         record = sample if isinstance(sample, dict) else {"image": sample}
         wanted = prompts if prompts is not None else record.get("prompt")
-        if not wanted:
+        if prompted and not wanted:
             raise ValueError(f"sample {record.get('name', index)}: no prompts given and the sample has no 'prompt'")
-        segmenter.set_image(record["image"])
-        mask = prediction_to_mask(segmenter.predict([wanted] if isinstance(wanted, str) else list(wanted)), threshold)
-        yield {"image": segmenter.image, "mask": mask, "name": str(record.get("name", index)),
+        mask, image = _predict_mask(segmenter, record["image"], [wanted] if isinstance(wanted, str) else wanted,
+                                    threshold)
+        yield {"image": image, "mask": mask, "name": str(record.get("name", index)),
                "source": str(record.get("source", record.get("name", index))), "model": caption}
 
 
