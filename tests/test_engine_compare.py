@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import pytest
 
 from clipseg_lab.engine import TrainConfig
@@ -49,9 +51,10 @@ def test_load_or_train_trains_when_missing_and_says_what_is_there(tmp_path):
     folder = tmp_path / "checkpoints"
     with pytest.raises(FileNotFoundError, match="no published checkpoint 'x'"):
         load_or_train("x", folder)
-    model = load_or_train("x", folder, QUICK)
+    model = load_or_train("x", folder, {**QUICK, "out_dir": "runs/elsewhere"})  # the recipe's out_dir is overridden
     assert find_checkpoint("x", folder) is not None and (folder / "runs" / "x" / "training_log.csv").is_file()
     assert model.provenance.untrained  # the tiny-random backbone stays labelled
+    assert not Path("runs/elsewhere").exists()
 
 
 def test_seeded_subsets_are_fixed_and_sized(tmp_path):

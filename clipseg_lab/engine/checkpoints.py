@@ -66,8 +66,8 @@ def find_checkpoint(name: str, folder: str | Path) -> Path | None:
 
 def load_or_train(name: str, folder: str | Path, config: dict[str, Any] | None = None, *, device: str | None = None,
                   notebook: str | None = None):
-    """Load the published model `name`; when it is missing, train it from `config` (a TrainConfig dict whose
-    out_dir defaults to `<folder>/runs/<name>`), publish it, and load that."""
+    """Load the published model `name`; when it is missing, train it from `config` (a TrainConfig dict) into
+    `<folder>/runs/<name>`, publish it, and load that."""
     from clipseg_lab.engine.trainer import train
     from clipseg_lab.models.loading import load_model
 
@@ -78,6 +78,8 @@ def load_or_train(name: str, folder: str | Path, config: dict[str, Any] | None =
                                     f"{sorted(read_manifest(folder))}); run the notebook that trains it, or pass a "
                                     "training config")
         log.info("no published checkpoint %r in %s: training a quick one", name, folder)
-        config = {"out_dir": str(Path(folder) / "runs" / name), **config}
+        # the run belongs beside its checkpoint, whatever out_dir the recipe names (a relative one would land
+        # in the caller's working directory, e.g. notebooks/)
+        config = {**config, "out_dir": str(Path(folder) / "runs" / name)}
         path = publish(train(config), name, folder, notebook=notebook)
     return load_model(path, device=device)
