@@ -92,3 +92,19 @@ def test_the_seeds_recipes_are_the_reported_ones():
     assert (refcoco.optim.optimizer, refcoco.optim.lr, refcoco.loss) == ("adam", 1e-3, "bce")
     paper = TrainConfig.from_yaml(REPO / "configs" / "clipseg_paper_phrasecut.yaml")
     assert (paper.batch_size, paper.model.input_size, paper.model.name) == (64, 352, "clipseg-rd64")
+
+
+def test_paired_test_signs_agree_with_the_difference():
+    """b - a: a model that scores higher than the baseline gets a positive mean difference and t, and the
+    numbers equal scipy's on the same scores."""
+    from scipy import stats
+
+    from clipseg_lab.engine.compare import paired_test
+
+    a = [0.1, 0.2, 0.3, 0.4, 0.5, 0.35]
+    b = [0.2, 0.25, 0.5, 0.45, 0.7, 0.3]
+    out = paired_test(a, b)
+    assert out["mean_difference"] > 0 and out["t"] > 0
+    assert math.isclose(out["t"], stats.ttest_rel(b, a).statistic)
+    assert math.isclose(out["wilcoxon_p"], stats.wilcoxon(b, a).pvalue)
+    assert paired_test(b, a)["t"] == -out["t"]

@@ -13,7 +13,8 @@ from scipy import stats
 
 
 def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
-    """Wilcoxon signed-rank and paired t-test of per-image scores of two models on the same images."""
+    """Wilcoxon signed-rank and paired t-test of per-image scores of two models on the same images; the
+    difference is b - a, so t > 0 (and mean_difference > 0) when b scores higher."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired scores need the same images in the same order: {a.shape} vs {b.shape}")
@@ -23,8 +24,8 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     if len(a) < 2 or np.allclose(diff, 0):
         out.update(wilcoxon_p=float("nan"), ttest_p=float("nan"), note="no differences to test")
         return out
-    w = stats.wilcoxon(a, b, zero_method="wilcox")
-    t = stats.ttest_rel(a, b)
+    w = stats.wilcoxon(b, a, zero_method="wilcox")
+    t = stats.ttest_rel(b, a)
     out.update(wilcoxon_statistic=float(w.statistic), wilcoxon_p=float(w.pvalue), t=float(t.statistic),
                ttest_p=float(t.pvalue))
     return out
