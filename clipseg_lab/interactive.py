@@ -7,6 +7,8 @@ What runs when:
 * a new prompt runs only the text encoder and the decoder against those cached features;
 * the sliders re-render the cached probabilities: no model runs at all.
 
+Images larger than `MAX_SIDE` are scaled down when added, so redrawing stays quick.
+
 `counts` records each kind of work, so the callbacks are testable without a browser. Headless (papermill)
 use `figure()` for one static frame.
 """
@@ -31,6 +33,20 @@ from clipseg_lab.viz.overlay import blend, plot_prompts
 PROMPT_SEPARATOR = ";"
 
 
+MAX_SIDE = 1024  # larger images are shown (and segmented) at this size: the frame stays quick to redraw
+
+
+def fit_image(image: torch.Tensor, max_side: int = MAX_SIDE) -> torch.Tensor:
+    """A uint8 `(3, H, W)` image scaled down (antialiased) so that its longer side is at most `max_side`."""
+    h, w = image.shape[-2:]
+    if max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    resized = torch.nn.functional.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True)
+    return resized[0].round().clamp(0, 255).to(torch.uint8)
+
+
 def split_prompts(text: str) -> list[str]:
     """ "a cat; a dog" -> ["a cat", "a dog"] (empty parts dropped; the model rejects an empty list)."""
     return [p.strip() for p in text.split(PROMPT_SEPARATOR) if p.strip()]
@@ -47,7 +63,8 @@ class PromptExplorer:
         if not models or not images:
             raise ValueError("PromptExplorer needs at least one model and one image")
         self.models = dict(models)
-        self.images = {name: load_rgb(image) for name, image in images.items()}
+        self.images = {name: fit_image(load_rgb(image)) for name, image in images.items()}
+        self._muted = False  # set while the image list is swapped, so no stale image is rendered in between
         self.keep_images, self.keep_predictions = keep_images, keep_predictions
         self.counts: Counter[str] = Counter()  # image_encodings, prompt_runs, renders
         self._segmenters: OrderedDict[tuple[str, str], Segmenter] = OrderedDict()
@@ -111,11 +128,15 @@ class PromptExplorer:
         return (np.concatenate([left, gap, right], axis=1) * 255).round().astype(np.uint8)
 
     def update(self, change: Any = None) -> None:
-        """Re-render after any control changed; errors (empty prompt, ...) are shown, not raised."""
+        """Re-render after any control changed. Errors are shown under the frame, not raised: an exception in a
+        widget callback would only reach JupyterLab's log console and leave the widget looking frozen."""
+        if self._muted:
+            return
         try:
             array = self.frame()
-        except (ClipsegLabError, ValueError) as exc:
-            self.status.value = f"<span style='color:firebrick'>{html.escape(str(exc))}</span>"
+        except Exception as exc:  # noqa: BLE001 (any error, e.g. an empty prompt or running out of memory)
+            kind = "" if isinstance(exc, ClipsegLabError) else f"{type(exc).__name__}: "
+            self.status.value = f"<span style='color:firebrick'>{html.escape(kind + str(exc))}</span>"
             return
         buffer = io.BytesIO()
         Image.fromarray(array).save(buffer, format="png")
@@ -134,16 +155,18 @@ class PromptExplorer:
     # -- new images --------------------------------------------------------------------------------------
     def add_image(self, name: str, image: ImageLike) -> None:
         """Add an image to the picker and show it."""
-        self.images[name] = load_rgb(image)
+        self.images[name] = fit_image(load_rgb(image))
         for key in [k for k in self._segmenters if k[1] == name]:  # a replaced image is encoded anew
             del self._segmenters[key]
         for key in [k for k in self._probs if k[1] == name]:
             del self._probs[key]
-        self.image_picker.options = list(self.images)
-        if self.image_picker.value == name:
-            self.update()
-        else:
+        self._muted = True  # new options reset the selection to the first image: do not render that one
+        try:
+            self.image_picker.options = list(self.images)
             self.image_picker.value = name
+        finally:
+            self._muted = False
+        self.update()
 
     def _on_upload(self, change: Any) -> None:
         for item in change["new"] or ():
@@ -171,7 +194,8 @@ class PromptExplorer:
         return w.VBox([sources, self.prompt, controls, self.view, self.caption, self.status])
 
     def figure(self):
-        """A static matplotlib frame of the current state (for papermill and saved figures)."""
+        """A static matplotlib frame of the current state (for papermill and saved figures): the image, each
+        prompt's mask at the current threshold, and all masks over the image at the current overlay alpha."""
         model = self.models[self.model_picker.value]
         return plot_prompts(self.images[self.image_picker.value], self.probabilities(),
                             split_prompts(self.prompt.value), model.provenance, threshold=self.threshold.value,

@@ -7,6 +7,7 @@ parameters are injected, so a notebook never receives a value it does not expect
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -63,6 +64,21 @@ def notebook_parameters(notebook: Path, params: dict[str, Any], **fixed: Any) ->
     return {k: v for k, v in values.items() if k in declared}
 
 
+@contextlib.contextmanager
+def _environment(**variables: str):
+    """Environment variables for the kernels started inside the block (they inherit os.environ)."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device: str | None = None,
                   run_root: str | os.PathLike | None = None, figures_root: str | os.PathLike | None = None,
                   root: Path | None = None) -> list[dict[str, Any]]:
@@ -89,16 +105,20 @@ def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device:
         kept = [r for r in json.loads(previous.read_text()).get("notebooks", []) if r.get("notebook") not in names]
         manifest["earlier_records"] = kept
     for book in books:
-        values = notebook_parameters(book, params, profile=profile, device=device, run_dir=str(run_root),
-                                     figures_dir=str(figures_root))
-        record: dict[str, Any] = {"notebook": book.name, "parameters": values, "status": "running"}
+        # folders relative to the notebook's own (papermill's cwd), so executed copies name no machine paths
+        values = notebook_parameters(book, params, profile=profile, device=device,
+                                     run_dir=os.path.relpath(run_root, book.parent),
+                                     figures_dir=os.path.relpath(figures_root, book.parent))
+        record: dict[str, Any] = {"notebook": book.name, "parameters": values, "status": "running",
+                                  "commit": manifest["commit"]}
         manifest["notebooks"].append(record)
         write_json(run_root / "manifest.json", manifest)
         log.info("running %s", book.name)
         start = time.perf_counter()
         try:
-            papermill.execute_notebook(str(book), str(run_root / book.name), parameters=values,
-                                       cwd=str(book.parent), kernel_name="python3", progress_bar=False)
+            with _environment(TQDM_DISABLE="1"):  # progress bars would leave "0%" text in the executed copies
+                papermill.execute_notebook(str(book), str(run_root / book.name), parameters=values,
+                                           cwd=str(book.parent), kernel_name="python3", progress_bar=False)
             record["status"] = "ok"
         except papermill.PapermillExecutionError as exc:
             record.update(status="failed", cell=exc.exec_count, error=f"{exc.ename}: {exc.evalue}")

@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 UNTRAINED_BACKBONE = "untrained backbone"
 
@@ -25,8 +25,24 @@ class Provenance:
 
     @property
     def untrained(self) -> bool:
-        """True when the backbone or the decoder has random weights: outputs show no learned skill."""
-        return not self.backbone_trained or self.decoder.startswith("untrained")
+        """True when the backbone or a decoder has random weights: outputs show no learned skill."""
+        return not self.backbone_trained or "untrained" in self.decoder
+
+    @classmethod
+    def combined(cls, provenances: Mapping[str, Provenance], model: str | None = None) -> Provenance:
+        """One provenance for a figure of several models (a new object: the models' own are left alone). Each
+        model's decoder is named; the backbone once when they share it."""
+        items = list(provenances.items())
+        if not items:
+            raise ValueError("combined() needs at least one provenance")
+
+        def each(field: str) -> str:
+            values = {getattr(p, field) for _, p in items}
+            return values.pop() if len(values) == 1 else "; ".join(f"{k}: {getattr(p, field)}" for k, p in items)
+
+        return cls(model or " vs ".join(k for k, _ in items), each("backbone"),
+                   all(p.backbone_trained for _, p in items), each("backbone_source"),
+                   "; ".join(f"{k}: {p.decoder}" for k, p in items))
 
     def caption(self) -> str:
         backbone = self.backbone if self.backbone_trained else f"{self.backbone} ({UNTRAINED_BACKBONE})"

@@ -90,9 +90,12 @@ def test_errors_are_shown_not_raised(explorer, tmp_path):
 def test_upload_and_path_add_images(explorer, tmp_path):
     buffer = io.BytesIO()
     Image.fromarray(_image(2, (30, 30))).save(buffer, format="png")
+    encodings, renders = explorer.counts["image_encodings"], explorer.counts["renders"]
     explorer.upload.value = ({"name": "up.png", "type": "image/png", "size": buffer.tell(),
                               "content": memoryview(buffer.getvalue()), "last_modified": datetime.now(timezone.utc)},)
     assert explorer.image_picker.value == "up.png" and explorer.probabilities().shape == (2, 30, 30)
+    # only the new image is encoded and drawn (swapping the picker's options must not render the first image)
+    assert explorer.counts["image_encodings"] == encodings + 1 and explorer.counts["renders"] == renders + 1
     Image.fromarray(_image(3, (20, 24))).save(tmp_path / "p.png")
     explorer.path.value = str(tmp_path / "p.png")
     assert explorer.image_picker.value == str(tmp_path / "p.png")
@@ -106,3 +109,12 @@ def test_static_frame_for_headless_runs(explorer):
     fig = explorer.figure()
     assert len(fig.axes) == 2 + 2 and "UNTRAINED" in fig._suptitle.get_text()
     assert len(explorer.widget().children) == 6
+
+
+def test_large_images_are_scaled_down_once():
+    from clipseg_lab.interactive import MAX_SIDE, fit_image
+
+    big = torch.randint(0, 256, (3, 1500, 3000), dtype=torch.uint8)
+    small = fit_image(big)
+    assert small.shape == (3, 512, MAX_SIDE) and small.dtype == torch.uint8
+    assert fit_image(small) is small

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 from clipseg_lab.cli import main
 from clipseg_lab.engine import ConfigError, TrainConfig, Trainer, train
@@ -112,8 +113,9 @@ def test_cli_evaluate(tmp_path, capsys):
     overall = json.loads((out / "evaluation.json").read_text())["overall"]
     assert len(per_image) == json.loads((out / "evaluation.json").read_text())["samples"] == 6
     assert 0 <= overall["iou_fg"] <= 1
-    for stem in ("samples", "confidence", "errors", "gradcam"):
-        assert (out / f"{stem}.png").is_file(), stem
+    for stem in ("samples", "confidence", "errors", "gradcam"):  # each PNG says where it came from
+        description = Image.open(out / f"{stem}.png").text["Description"]
+        assert "untrained backbone" in description and "data: synthetic_shapes val" in description, stem
 
 
 def test_semantic_training_of_clip_unet_and_unet(tmp_path):

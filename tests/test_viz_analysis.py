@@ -65,6 +65,29 @@ def test_grad_cam_matches_the_closed_form_for_clipseg():
     np.testing.assert_allclose(cam, expected.numpy(), atol=1e-4)
 
 
+def test_grad_cam_leaves_no_gradients_and_names_a_bad_layer():
+    model = cl.build_model("clipseg-rd64", backbone="tiny-random", input_size=96)
+    image = torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8)
+    grad_cam(model, image, "a cat")
+    assert all(p.grad is None for p in model.parameters())  # nothing leaks into a later optimizer step
+    with pytest.raises(ValueError, match="did not run with gradients"):
+        grad_cam(model, image, "a cat", layer=model.backbone)
+
+
+def test_combined_provenance_names_every_model_and_leaves_theirs_alone():
+    from clipseg_lab.provenance import Provenance
+
+    a = Provenance("clip-unet", "tiny-random", False, "random", "checkpoint a/best.safetensors")
+    b = Provenance("unet", "none (no CLIP)", True, "-", "checkpoint b/best.safetensors")
+    both = Provenance.combined({"clip-unet": a, "unet": b})
+    assert both.model == "clip-unet vs unet" and both.untrained and a.model == "clip-unet"
+    assert both.backbone == "clip-unet: tiny-random; unet: none (no CLIP)"
+    assert "clip-unet: checkpoint a/best" in both.caption() and "unet: checkpoint b/best" in both.caption()
+    trained = Provenance("x", "ViT-B/16", True, "hf", "checkpoint x.safetensors")
+    assert not Provenance.combined({"x": trained, "y": trained}).untrained
+    assert Provenance.combined({"x": trained, "y": Provenance("y", "ViT-B/16", True, "hf")}).untrained
+
+
 def test_grad_cam_for_every_decoder_and_the_clip_unet():
     image = torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8)
     for name in ("transformer-decoder", "conv-unet-decoder", "model1"):
@@ -95,7 +118,9 @@ def test_confidence_gallery_and_bars():
     probs = torch.rand(3, 64, 64).softmax(0)
     fig = plot_confidence(samples[0]["image"], probs, ["background", "cat", "dog"])
     assert [ax.get_title() for ax in fig.axes[:5]] == ["image", "p(background)", "p(cat)", "p(dog)",
-                                                       "confidence (max p)"]
+                                                       "confidence: max p"]
+    fig = plot_confidence(samples[0]["image"], probs[0], ["a cat"])
+    assert fig.axes[2].get_title() == "confidence: max(p, 1-p)" and fig.axes[2].images[0].get_clim() == (0.5, 1)
     table = pd.DataFrame({"class": ["cat", "dog"] * 2, "iou": [0.5, 0.6, 0.7, 0.8], "dice": [0.6] * 4,
                           "model": ["unet"] * 2 + ["clip-unet"] * 2})
     fig = plot_class_bars(table)

@@ -99,14 +99,16 @@ def write_evaluation(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
 @torch.no_grad()
 def plot_predictions(model: TextPromptedModel | ClipUNet, dataset, count: int, threshold: float = 0.5) -> plt.Figure:
     """One row per sample: image (with its prompt) | ground truth | predicted probability | thresholded; for
-    multi-class models image | ground truth | predicted classes."""
+    multi-class models image | ground truth | predicted classes. Predictions are resized to the mask."""
+    from clipseg_lab.segmenter import predict_sample
+
     count = min(count, len(dataset))
     if is_semantic(model):
         return _plot_semantic(model, dataset, count)
     fig, axes = plt.subplots(count, 4, figsize=(10, 2.6 * count), squeeze=False)
     for row in range(count):
         s = dataset[row]
-        probs = model(model.preprocess([s["image"]]), [s["prompt"]]).sigmoid()[0].cpu().numpy()
+        probs = predict_sample(model, s["image"], s["prompt"], tuple(s["mask"].shape)).numpy()
         image = s["image"].permute(1, 2, 0).numpy()
         mask = s["mask"].numpy().astype(np.float32)
         mask[s["mask"].numpy() == 255] = 0.5
@@ -120,20 +122,22 @@ def plot_predictions(model: TextPromptedModel | ClipUNet, dataset, count: int, t
 
 
 def _plot_semantic(model: ClipUNet, dataset, count: int) -> plt.Figure:
+    from clipseg_lab.segmenter import predict_sample
+    from clipseg_lab.viz.overlay import class_style
+
     names = list(getattr(dataset, "class_names", None) or range(model.config.num_classes))
-    cmap = plt.get_cmap("tab10", len(names))
+    style = class_style(len(names))
     fig, axes = plt.subplots(count, 3, figsize=(7.5, 2.6 * count), squeeze=False)
     for row in range(count):
         s = dataset[row]
-        pred = model.segment(s["image"][None]).argmax(1)[0].cpu().numpy()
+        pred = predict_sample(model, s["image"], size=tuple(s["mask"].shape)).argmax(0).numpy()
         truth = np.ma.masked_equal(s["mask"].numpy(), 255)  # the ignore band is left blank
         for ax, shown, title in zip(axes[row], (s["image"].permute(1, 2, 0).numpy(), truth, pred),
                                     (s["name"], "ground truth (blank: ignore)", "prediction")):
-            ax.imshow(shown, **({} if shown.ndim == 3 else {"cmap": cmap, "vmin": -0.5, "vmax": len(names) - 0.5,
-                                                          "interpolation": "nearest"}))
+            ax.imshow(shown, **({} if shown.ndim == 3 else style))
             ax.set_title(str(title)[:40], fontsize=8)
             ax.axis("off")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(k)) for k in range(len(names))]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=style["cmap"](k)) for k in range(len(names))]
     fig.legend(handles, names, loc="upper center", ncol=len(names), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig
@@ -189,16 +193,19 @@ def analysis_figures(model: TextPromptedModel | ClipUNet, dataset, count: int, t
     samples = [dataset[i] for i in range(count)]
     semantic = is_semantic(model)
     names = list(getattr(dataset, "class_names", None) or range(model.config.num_classes)) if semantic else None
+    # error maps tell false positives from wrong classes only where class 0 means "nothing" (Pet's background)
+    background = 0 if not semantic or str(names[0]).lower() in ("background", "clutter", "no-data") else None
     probs = [predict_sample(model, s["image"], None if semantic else s["prompt"], tuple(s["mask"].shape)) for s in samples]
     labels = [p.argmax(0) if semantic else (p > threshold).long() for p in probs]
     figures = {"confidence": _stack([_confidence(s, p, names) for s, p in zip(samples, probs)], title),
                "errors": plot_error_maps([{"image": s["image"], "prediction": lab, "truth": s["mask"],
+                                           "background": background,
                                            "label": s["name"] if semantic else f"“{s['prompt']}”"}
                                           for s, lab in zip(samples, labels)], title=title)}
     cams = []
     for s, lab in zip(samples, labels):
-        if semantic:  # the classes present in the prediction, background last
-            present = [int(c) for c in torch.unique(lab) if int(c) != 0] or [0]
+        if semantic:  # the predicted classes other than background (background only when nothing else is)
+            present = [int(c) for c in torch.unique(lab) if int(c) != background] or [int(lab.flatten()[0])]
             cams.append(plot_grad_cam(s["image"], {str(names[c]): grad_cam(model, s["image"], c) for c in present}))
         else:
             cams.append(plot_grad_cam(s["image"], {f"“{s['prompt']}”": grad_cam(model, s["image"], s["prompt"])}))
@@ -212,21 +219,24 @@ def _confidence(sample: dict, probs: torch.Tensor, names) -> plt.Figure:
     return plot_confidence(sample["image"], probs, names or [sample["prompt"]])
 
 
-def _stack(figures: list[plt.Figure], title: str = "") -> plt.Figure:
-    """Rows of several one-row figures as one figure (rendered, then stacked as images)."""
+def _stack(figures: list[plt.Figure], title: str = "", dpi: int = 110) -> plt.Figure:
+    """Rows of several one-row figures as one figure: each rendered at `dpi` (save_figure's), stacked as pixels,
+    with room for the title above."""
     images = []
     for fig in figures:
+        fig.set_dpi(dpi)
         fig.canvas.draw()
         images.append(np.asarray(fig.canvas.buffer_rgba())[..., :3])
         plt.close(fig)
     width = max(i.shape[1] for i in images)
-    padded = [np.pad(i, ((0, 0), (0, width - i.shape[1]), (0, 0)), constant_values=255) for i in images]
-    stacked = np.concatenate(padded)
-    dpi = 100
-    out = plt.figure(figsize=(stacked.shape[1] / dpi, stacked.shape[0] / dpi + (0.3 if title else 0)), dpi=dpi)
-    ax = out.add_axes((0, 0, 1, 1))
-    ax.imshow(stacked)
+    stacked = np.concatenate([np.pad(i, ((0, 0), (0, width - i.shape[1]), (0, 0)), constant_values=255)
+                              for i in images])
+    head = 0.35 if title else 0.0  # inches for the title
+    height = stacked.shape[0] / dpi
+    out = plt.figure(figsize=(width / dpi, height + head), dpi=dpi)
+    ax = out.add_axes((0, 0, 1, height / (height + head)))
+    ax.imshow(stacked, interpolation="none")
     ax.axis("off")
     if title:
-        out.suptitle(title, fontsize=10)
+        out.suptitle(title, fontsize=10, y=1 - 0.1 * head / (height + head))
     return out

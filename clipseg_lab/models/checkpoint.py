@@ -76,6 +76,8 @@ def load_checkpoint(path: Path, backbone: ClipBackbone | str | None = None,
     if missing or unexpected:
         raise WeightsFormatError(f"{path}: weights do not fit {meta['model']}: missing keys {sorted(missing)}, "
                                  f"unexpected keys {sorted(unexpected)}")
-    model.provenance.decoder = f"checkpoint {path.name}"
+    # a run's best/last file is named after its run folder: every run has a "best.safetensors"
+    shown = f"{path.parents[1].name}/{path.name}" if path.stem in ("best", "last") and len(path.parents) > 1 else path.name
+    model.provenance.decoder = f"checkpoint {shown}"
     model.provenance.extra = meta.get("info", {})
     return model

@@ -16,7 +16,7 @@ import torch
 from matplotlib.colors import ListedColormap
 
 from clipseg_lab.segmenter import predict_sample
-from clipseg_lab.viz.overlay import blend
+from clipseg_lab.viz.overlay import class_style
 
 IGNORE = 255
 
@@ -24,7 +24,7 @@ IGNORE = 255
 ERROR_CODES = {0: "correct background", 1: "true positive", 2: "false positive", 3: "false negative",
                4: "wrong class", 5: "ignored"}
 ERROR_COLOURS = np.array([(0.88, 0.88, 0.88), (0.0, 0.62, 0.45), (0.84, 0.37, 0.0), (0.0, 0.45, 0.7),
-                          (0.8, 0.47, 0.65), (1.0, 1.0, 1.0)])
+                          (0.8, 0.47, 0.65), (0.45, 0.45, 0.45)])
 
 
 def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -82,31 +82,38 @@ def plot_error_maps(rows: Sequence[dict], title: str = "") -> plt.Figure:
     _legend(fig, sorted(seen))
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96 if title else 1))
     return fig
 
 
 def plot_confidence(image: torch.Tensor | np.ndarray, probs: torch.Tensor | np.ndarray, names: Sequence[str],
                     title: str = "") -> plt.Figure:
-    """The image, one probability heatmap per class (or prompt), and the per-pixel confidence (the highest
-    probability) where the model is unsure."""
+    """The image, one probability heatmap per class (softmax over classes, `(C, H, W)`) or for one prompt
+    (`(H, W)`), and the per-pixel confidence in the predicted label: the largest class probability, or
+    max(p, 1 - p) for one prompt. Low confidence marks where the model hesitates."""
     probs = _numpy(probs).astype(np.float32)
     if probs.ndim == 2:
         probs = probs[None]
+    if len(probs) != len(names):
+        raise ValueError(f"{len(probs)} probability maps for {len(names)} names")
     panels = len(names) + 2
-    fig, axes = plt.subplots(1, panels, figsize=(2.5 * panels, 2.9), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(2.5 * panels + 1.0, 2.9), squeeze=False)
     axes = axes[0]
     axes[0].imshow(_rgb(image))
     axes[0].set_title("image", fontsize=8)
     for ax, p, name in zip(axes[1:], probs, names):
         shown = ax.imshow(p, cmap="magma", vmin=0, vmax=1)
         ax.set_title(f"p({textwrap.shorten(str(name), 24)})", fontsize=8)
-    confidence = probs.max(0) if len(probs) > 1 else np.maximum(probs[0], 1 - probs[0])
-    axes[-1].imshow(confidence, cmap="viridis", vmin=1.0 / max(2, len(probs)), vmax=1)
-    axes[-1].set_title("confidence (max p)", fontsize=8)
+    if len(probs) > 1:  # softmax: the predicted class has at least 1/C
+        confidence, low, label = probs.max(0), 1.0 / len(probs), "confidence: max p"
+    else:
+        confidence, low, label = np.maximum(probs[0], 1 - probs[0]), 0.5, "confidence: max(p, 1-p)"
+    sure = axes[-1].imshow(confidence, cmap="viridis", vmin=low, vmax=1)
+    axes[-1].set_title(label, fontsize=8)
     for ax in axes:
         ax.axis("off")
-    fig.colorbar(shown, ax=list(axes), fraction=0.015, pad=0.01, label="probability")
+    fig.colorbar(shown, ax=list(axes[1:-1]), fraction=0.02, pad=0.01, label="probability")
+    fig.colorbar(sure, ax=axes[-1], fraction=0.046, pad=0.02, label="confidence")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -149,15 +156,14 @@ def _truth_shown(mask: torch.Tensor, semantic: bool) -> np.ndarray:
 def plot_gallery(samples: Sequence[dict], predictions: dict[str, list[torch.Tensor]], threshold: float = 0.5,
                  class_names: Sequence[str] | None = None, title: str = "") -> plt.Figure:
     """Rows of image | prompt | one prediction per model | ground truth, the same images and prompts for every
-    model. Prompt models show their mask (p > threshold) over the image; multi-class models their classes."""
+    model. Prompt models show their mask (p > threshold), drawn like the truth; multi-class models their classes."""
     names = list(predictions)
     semantic = predictions[names[0]][0].ndim == 3
     cols = 3 + len(names)
     fig, axes = plt.subplots(len(samples), cols, figsize=(2.3 * cols, 2.4 * len(samples) + 0.4), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 0.8] + [1] * (len(names) + 1)})
     n_classes = len(class_names) if class_names else (predictions[names[0]][0].shape[0] if semantic else 2)
-    cmap = plt.get_cmap("tab10", n_classes)
-    style = {"cmap": cmap, "vmin": -0.5, "vmax": n_classes - 0.5, "interpolation": "nearest"}
+    style = class_style(n_classes)
     for r, sample in enumerate(samples):
         row = axes[r]
         row[0].imshow(_rgb(sample["image"]))
@@ -168,8 +174,8 @@ def plot_gallery(samples: Sequence[dict], predictions: dict[str, list[torch.Tens
             probs = predictions[name][r]
             if semantic:
                 row[c].imshow(_numpy(probs.argmax(0)), **style)
-            else:
-                row[c].imshow(blend(sample["image"], (probs > threshold).float()[None], alpha=0.6))
+            else:  # drawn like the ground truth beside it
+                row[c].imshow(_numpy(probs > threshold), cmap="gray", vmin=0, vmax=1)
         row[-1].imshow(_truth_shown(sample["mask"], semantic), **(style if semantic else {"cmap": "gray", "vmin": 0,
                                                                                            "vmax": 1}))
         for ax in row:
@@ -178,10 +184,10 @@ def plot_gallery(samples: Sequence[dict], predictions: dict[str, list[torch.Tens
     for ax, head in zip(axes[0], ["image", "prompt", *names, "ground truth"]):
         ax.set_title(textwrap.shorten(head, 22), fontsize=8)
     if semantic and class_names:
-        handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(k)) for k in range(n_classes)]
+        handles = [plt.Rectangle((0, 0), 1, 1, color=style["cmap"](k)) for k in range(n_classes)]
         fig.legend(handles, class_names, loc="lower center", ncol=min(n_classes, 6), fontsize=8, frameon=False)
     if not semantic:
-        title = f"{title}{' | ' if title else ''}prediction: the mask p > {threshold} over the image"
+        title = f"{title}{' | ' if title else ''}prediction: the mask p > {threshold}"
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
@@ -212,18 +218,21 @@ def plot_epoch_strips(run_dir: str | Path, max_epochs: int = 8, samples: int | N
     picks = np.unique(np.linspace(0, len(snap["epochs"]) - 1, min(max_epochs, len(snap["epochs"]))).round().astype(int))
     n = min(samples or len(snap["image"]), len(snap["image"]))
     semantic = snap.get("kind") == "semantic"
+    if semantic:  # as many colours as the classes seen (the ignore value aside)
+        seen = [int(a[a != IGNORE].max(initial=0)) for a in (snap["mask"], *snap["predictions"])]
+        style = class_style(max(seen) + 1)
     cols = 2 + len(picks)
     fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 2.0 * n + 0.3), squeeze=False)
     for r in range(n):
         axes[r, 0].imshow(snap["image"][r].transpose(1, 2, 0))
         label = (snap.get("prompts") or [None] * n)[r] or snap["names"][r]
         axes[r, 0].set_ylabel(textwrap.shorten(str(label), 24), fontsize=7)
-        axes[r, 1].imshow(_truth_shown(snap["mask"][r], semantic), cmap="tab10" if semantic else "gray",
-                          vmin=0 if not semantic else -0.5, vmax=1 if not semantic else 9.5, interpolation="nearest")
+        axes[r, 1].imshow(_truth_shown(snap["mask"][r], semantic), **(style if semantic else {"cmap": "gray",
+                                                                                                "vmin": 0, "vmax": 1}))
         for c, k in enumerate(picks, start=2):
             pred = snap["predictions"][k][r]
             if semantic:
-                axes[r, c].imshow(pred, cmap="tab10", vmin=-0.5, vmax=9.5, interpolation="nearest")
+                axes[r, c].imshow(pred, **style)
             else:
                 axes[r, c].imshow(pred.astype(np.float32) / 255.0, cmap="magma", vmin=0, vmax=1)
         for ax in axes[r]:

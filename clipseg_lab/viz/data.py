@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -78,11 +79,14 @@ def plot_curves(histories: dict[str, list[dict]], metrics: Sequence[str] = ("tra
     rows = [{"run": name, "epoch": int(r["epoch"]), "metric": m, "value": float(r[m])}
             for name, history in histories.items() for r in history for m in metrics if r.get(m) not in (None, "")]
     frame = pd.DataFrame(rows)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics) + 1.2, 3.4), squeeze=False)
     for ax, m in zip(axes[0], metrics):
-        sns.lineplot(frame[frame.metric == m], x="epoch", y="value", hue="run", marker="o", ax=ax)
+        sns.lineplot(frame[frame.metric == m], x="epoch", y="value", hue="run", marker="o", ax=ax, legend=ax is axes[0, -1])
         ax.set_title(m)
         ax.set_ylabel("")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    if axes[0, -1].get_legend() is not None:  # one legend for all panels, outside the lines
+        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -20,15 +20,17 @@ from clipseg_lab.models.base import TextPromptedModel
 
 
 def default_layer(model: nn.Module) -> nn.Module:
-    """The deepest feature map before each decoder's output head."""
+    """Where each model's Grad-CAM is taken: the deepest decoder feature map before a prompt model's output head;
+    for the CLIP-UNet its bottleneck, where the CLIP tokens are fused (the skip connections bypass it, so that
+    map shows what the bottleneck path, CLIP included, contributes)."""
     decoder = getattr(model, "decoder", None)
     if isinstance(model, TextPromptedModel):
         if hasattr(decoder, "layers"):  # CLIPSeg: the last decoder block's tokens
             return decoder.layers[-1]
         if hasattr(decoder, "encoder"):  # transformer decoder: its last encoder layer
             return decoder.encoder.layers[-1]
-        if hasattr(decoder, "blocks"):  # conv UNet decoder: the finest block (or the only FiLM level)
-            return decoder.blocks[0] if len(decoder.blocks) else decoder.films[-1]
+        if hasattr(decoder, "blocks"):  # conv UNet decoder: the finest block
+            return decoder.blocks[0]
     if hasattr(model, "fusion"):  # CLIP-UNet: the bottleneck where the CLIP tokens are fused
         return model.fusion
     if hasattr(model, "encoder"):  # plain UNet: its bottleneck
@@ -51,15 +53,16 @@ def grad_cam(model: nn.Module, image: torch.Tensor, target: str | int, *, layer:
              region: Literal["prediction", "all"] = "prediction") -> np.ndarray:
     """Grad-CAM heatmap `(H, W)` in [0, 1] at the size of the uint8 `image` `(3, H, W)`.
 
-    `target`: the prompt for prompt models, the class index for multi-class ones.
+    `target`: the prompt for prompt models, the class index for multi-class ones. `layer`: a decoder module
+    (the frozen backbone runs without gradients); its output is `(B, C, h, w)` or batch-first tokens
+    `(B, [1 +] h*w, D)` on the patch grid. The model's parameters get no `.grad` (gradients are taken with
+    `torch.autograd.grad`), and its train/eval mode is restored.
     """
     layer = layer or default_layer(model)
     store: dict[str, torch.Tensor] = {}
 
     def keep(_module, _inputs, output):
-        output = output[0] if isinstance(output, tuple) else output
-        output.retain_grad()
-        store["activation"] = output
+        store["activation"] = output[0] if isinstance(output, tuple) else output
 
     handle = layer.register_forward_hook(keep)
     was_training = model.training
@@ -79,13 +82,16 @@ def grad_cam(model: nn.Module, image: torch.Tensor, target: str | int, *, layer:
                     raise ValueError(f"class index {target!r} is not one of 0..{model.config.num_classes - 1}")
                 out = model.segment(image[None])[0]
                 logits, chosen = out[target], out.argmax(0) == target
-            if "activation" not in store:
-                raise ValueError(f"the layer {type(layer).__name__} did not run in the forward pass")
+            activation = store.get("activation")
+            if activation is None or not activation.requires_grad:
+                raise ValueError(f"the layer {type(layer).__name__} did not run with gradients in the forward pass: "
+                                 "pass a decoder module as layer=")
             if region == "all" or not chosen.any():
                 chosen = torch.ones_like(chosen)
-            (logits * chosen).sum().backward()
-            activation = store["activation"]
-            maps, grads = _as_maps(activation.detach(), grid), _as_maps(activation.grad, grid)
+            (grads,) = torch.autograd.grad((logits * chosen).sum(), activation, allow_unused=True)
+            if grads is None:
+                raise ValueError(f"the output does not depend on the layer {type(layer).__name__}: pick one on its path")
+            maps, grads = _as_maps(activation.detach(), grid), _as_maps(grads, grid)
     finally:
         handle.remove()
         model.train(was_training)

@@ -40,7 +40,7 @@ def plot_prompts(image: torch.Tensor | np.ndarray, probs: torch.Tensor, prompts:
     for ax, p, prompt in zip(axes[1:], probs, prompts):
         shown = (p > threshold).float() if threshold is not None else p
         ax.imshow(np.asarray(shown), cmap="magma", vmin=0, vmax=1)
-        ax.set_title(f"“{prompt}”", fontsize=9)
+        ax.set_title(f"“{prompt}”" + (f" p > {threshold:.2f}" if threshold is not None else ""), fontsize=9)
     masks = (probs > threshold).float() if threshold is not None else probs
     axes[-1].imshow(blend(image, masks, alpha))
     axes[-1].set_title("overlay")
@@ -72,3 +72,13 @@ def plot_model_grid(image: torch.Tensor | np.ndarray, predictions: dict[str, tor
     fig.suptitle(title, color="firebrick" if untrained else "black", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def class_style(num_classes: int) -> dict:
+    """`imshow` arguments that draw class k in tab10's k-th colour (as `viz.data.mask_to_rgb` does), so a class
+    keeps its colour in every figure whatever the number of classes."""
+    from matplotlib.colors import ListedColormap
+
+    colours = [plt.get_cmap("tab10").colors[k % 10] for k in range(max(num_classes, 1))]
+    return {"cmap": ListedColormap(colours), "vmin": -0.5, "vmax": max(num_classes, 1) - 0.5,
+            "interpolation": "nearest"}

@@ -46,6 +46,9 @@ def test_notebook_runs_in_smoke_profile(book, smoke_run):
     with_model = [rec for rec in figs.values() if rec["provenance"]]
     assert all(rec["untrained"] for rec in with_model), "smoke figures of models must be labelled as untrained"
     assert all(rec["data"] or rec["provenance"] for rec in figs.values()), "every figure says what it shows"
+    for name, rec in figs.items():  # a figure of several models names each one's decoder
+        for model in (rec["provenance"] or {}).get("model", "").split(" vs ")[1:]:
+            assert f"{model}: " in rec["provenance"]["decoder"], f"{name}: {model} is not named in its provenance"
 
 
 def test_whole_smoke_run_fits_the_budget(smoke_run):
