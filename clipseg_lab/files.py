@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +25,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities as None (strict JSON has neither) and NumPy scalars as Python numbers, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # NumPy scalars
+        return json_safe(value.item())
+    return value
+
+
+def write_csv(frame, path: str | os.PathLike) -> Path:
+    """A pandas DataFrame as CSV (no index), atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(path)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -22,6 +22,9 @@ from clipseg_lab.files import atomic_path, write_json
 from clipseg_lab.metrics import BinaryMetrics, SegmentationMetrics
 from clipseg_lab.models.base import TextPromptedModel
 from clipseg_lab.models.clip_unet import ClipUNet
+from clipseg_lab.segmenter import predict_sample
+from clipseg_lab.viz.analysis import truth_for_display
+from clipseg_lab.viz.overlay import class_style
 
 
 def is_semantic(model) -> bool:
@@ -100,8 +103,6 @@ def write_evaluation(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
 def plot_predictions(model: TextPromptedModel | ClipUNet, dataset, count: int, threshold: float = 0.5) -> plt.Figure:
     """One row per sample: image (with its prompt) | ground truth | predicted probability | thresholded; for
     multi-class models image | ground truth | predicted classes. Predictions are resized to the mask."""
-    from clipseg_lab.segmenter import predict_sample
-
     count = min(count, len(dataset))
     if is_semantic(model):
         return _plot_semantic(model, dataset, count)
@@ -110,8 +111,7 @@ def plot_predictions(model: TextPromptedModel | ClipUNet, dataset, count: int, t
         s = dataset[row]
         probs = predict_sample(model, s["image"], s["prompt"], tuple(s["mask"].shape)).numpy()
         image = s["image"].permute(1, 2, 0).numpy()
-        mask = s["mask"].numpy().astype(np.float32)
-        mask[s["mask"].numpy() == 255] = 0.5
+        mask = truth_for_display(s["mask"], semantic=False)
         for ax, shown, title in zip(axes[row], (image, mask, probs, probs > threshold),
                                     (f"“{s['prompt'][:40]}”", "ground truth", "prediction", f"> {threshold}")):
             ax.imshow(shown, cmap=None if shown is image else "gray", vmin=0, vmax=1)
@@ -122,8 +122,6 @@ def plot_predictions(model: TextPromptedModel | ClipUNet, dataset, count: int, t
 
 
 def _plot_semantic(model: ClipUNet, dataset, count: int) -> plt.Figure:
-    from clipseg_lab.segmenter import predict_sample
-    from clipseg_lab.viz.overlay import class_style
 
     names = list(getattr(dataset, "class_names", None) or range(model.config.num_classes))
     style = class_style(len(names))
@@ -131,7 +129,7 @@ def _plot_semantic(model: ClipUNet, dataset, count: int) -> plt.Figure:
     for row in range(count):
         s = dataset[row]
         pred = predict_sample(model, s["image"], size=tuple(s["mask"].shape)).argmax(0).numpy()
-        truth = np.ma.masked_equal(s["mask"].numpy(), 255)  # the ignore band is left blank
+        truth = truth_for_display(s["mask"], semantic=True)
         for ax, shown, title in zip(axes[row], (s["image"].permute(1, 2, 0).numpy(), truth, pred),
                                     (s["name"], "ground truth (blank: ignore)", "prediction")):
             ax.imshow(shown, **({} if shown.ndim == 3 else style))
@@ -156,13 +154,12 @@ def referring_table(model: TextPromptedModel, dataset, count: int, threshold: fl
     rows = []
     for row in range(count):
         s = dataset[row]
-        probs = model(model.preprocess([s["image"]]), [s["prompt"]]).sigmoid()[0].cpu()
+        probs = predict_sample(model, s["image"], s["prompt"], tuple(s["mask"].shape))
         metrics = BinaryMetrics(threshold=threshold)
         metrics.update(probs, s["mask"])
         rows.append({"text": s["prompt"], "name": s["name"], "dice": metrics.image_dice[0], "iou": metrics.image_iou[0]})
         axes[row, 0].text(0.0, 0.5, "\n".join(_wrap(s["prompt"], 28)), fontsize=9, va="center")
-        truth = s["mask"].numpy().astype(np.float32)
-        truth[s["mask"].numpy() == 255] = 0.5
+        truth = truth_for_display(s["mask"], semantic=False)
         for ax, shown in zip(axes[row, 1:], (s["image"].permute(1, 2, 0).numpy(), (probs > threshold).numpy(), truth)):
             ax.imshow(shown, cmap=None if shown.ndim == 3 else "gray", vmin=0, vmax=1)
         axes[row, 3].set_xlabel(f"Dice {rows[-1]['dice']:.2f}", fontsize=8)
@@ -185,8 +182,7 @@ def analysis_figures(model: TextPromptedModel | ClipUNet, dataset, count: int, t
                      title: str = "") -> dict[str, plt.Figure]:
     """For the first `count` samples: per-class (or per-prompt) confidence heatmaps, error maps and Grad-CAM.
     Keys: "confidence", "errors", "gradcam" (file stems the CLI writes)."""
-    from clipseg_lab.segmenter import predict_sample
-    from clipseg_lab.viz.analysis import plot_error_maps
+    from clipseg_lab.viz.analysis import plot_confidence, plot_error_maps
     from clipseg_lab.viz.gradcam import grad_cam, plot_grad_cam
 
     count = min(count, len(dataset))
@@ -197,7 +193,8 @@ def analysis_figures(model: TextPromptedModel | ClipUNet, dataset, count: int, t
     background = 0 if not semantic or str(names[0]).lower() in ("background", "clutter", "no-data") else None
     probs = [predict_sample(model, s["image"], None if semantic else s["prompt"], tuple(s["mask"].shape)) for s in samples]
     labels = [p.argmax(0) if semantic else (p > threshold).long() for p in probs]
-    figures = {"confidence": _stack([_confidence(s, p, names) for s, p in zip(samples, probs)], title),
+    figures = {"confidence": _stack([plot_confidence(s["image"], p, names or [s["prompt"]])
+                                     for s, p in zip(samples, probs)], title),
                "errors": plot_error_maps([{"image": s["image"], "prediction": lab, "truth": s["mask"],
                                            "background": background,
                                            "label": s["name"] if semantic else f"“{s['prompt']}”"}
@@ -211,12 +208,6 @@ def analysis_figures(model: TextPromptedModel | ClipUNet, dataset, count: int, t
             cams.append(plot_grad_cam(s["image"], {f"“{s['prompt']}”": grad_cam(model, s["image"], s["prompt"])}))
     figures["gradcam"] = _stack(cams, title)
     return figures
-
-
-def _confidence(sample: dict, probs: torch.Tensor, names) -> plt.Figure:
-    from clipseg_lab.viz.analysis import plot_confidence
-
-    return plot_confidence(sample["image"], probs, names or [sample["prompt"]])
 
 
 def _stack(figures: list[plt.Figure], title: str = "", dpi: int = 110) -> plt.Figure:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from clipseg_lab.files import atomic_path, write_json
+from clipseg_lab.files import json_safe, write_csv, write_json
 from clipseg_lab.stats.run import HypothesisResult
 from clipseg_lab.stats.significance import adjust_p
 
@@ -20,25 +20,6 @@ CSV_COLUMNS = ["dataset", "split", "images", "skipped", "pair_distance", "n_A", 
                "verdict_subsample", "verdict_per_image"]
 
 
-def _clean(value: Any) -> Any:
-    """NaN and infinities as null (strict JSON), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # NumPy scalars
-        return _clean(value.item())
-    return value
-
-
-def _write_csv(frame, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-    return path
-
-
 def write_report(result: HypothesisResult, out_dir: str | os.PathLike, *, profile: str | None = None,
                  data: str | None = None, figure: bool = True) -> dict[str, Path]:
     """`hypothesis.json`, `hypothesis.csv` (one row per dataset and split), `hypothesis_images.csv`,
@@ -48,13 +29,13 @@ def write_report(result: HypothesisResult, out_dir: str | os.PathLike, *, profil
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": out / "hypothesis.json"}
-    write_json(files["json"], _clean(result.as_dict()))
+    write_json(files["json"], json_safe(result.as_dict()))
     table = result.table()
     if len(table):
         table = table[[c for c in CSV_COLUMNS if c in table] + [c for c in table if c not in CSV_COLUMNS]]
-    files["csv"] = _write_csv(table, out / "hypothesis.csv")
-    files["images_csv"] = _write_csv(pd.DataFrame(result.images), out / "hypothesis_images.csv")
-    files["skipped_csv"] = _write_csv(pd.DataFrame(result.skipped, columns=["dataset", "split", "name", "reason"]),
+    files["csv"] = write_csv(table, out / "hypothesis.csv")
+    files["images_csv"] = write_csv(pd.DataFrame(result.images), out / "hypothesis_images.csv")
+    files["skipped_csv"] = write_csv(pd.DataFrame(result.skipped, columns=["dataset", "split", "name", "reason"]),
                                       out / "hypothesis_skipped.csv")
     if figure and result.rows:
         import matplotlib.pyplot as plt

@@ -16,7 +16,7 @@ import torch
 from matplotlib.colors import ListedColormap
 
 from clipseg_lab.segmenter import predict_sample
-from clipseg_lab.viz.overlay import class_style
+from clipseg_lab.viz.overlay import _hwc, class_style
 
 IGNORE = 255
 
@@ -29,13 +29,6 @@ ERROR_COLOURS = np.array([(0.88, 0.88, 0.88), (0.0, 0.62, 0.45), (0.84, 0.37, 0.
 
 def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def _rgb(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    array = _numpy(image)
-    if array.ndim == 3 and array.shape[0] == 3:
-        array = array.transpose(1, 2, 0)
-    return array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array
 
 
 def error_map(prediction: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray,
@@ -73,7 +66,7 @@ def plot_error_maps(rows: Sequence[dict], title: str = "") -> plt.Figure:
     for ax_row, row in zip(axes, rows):
         codes = error_map(row["prediction"], row["truth"], row.get("background", 0))
         seen.update(np.unique(codes).tolist())
-        ax_row[0].imshow(_rgb(row["image"]))
+        ax_row[0].imshow(_hwc(row["image"]))
         ax_row[0].set_title(textwrap.shorten(str(row.get("label", "")), 40), fontsize=8)
         ax_row[1].imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(ERROR_COLOURS) - 0.5, interpolation="nearest")
         ax_row[1].set_title("errors", fontsize=8)
@@ -99,7 +92,7 @@ def plot_confidence(image: torch.Tensor | np.ndarray, probs: torch.Tensor | np.n
     panels = len(names) + 2
     fig, axes = plt.subplots(1, panels, figsize=(2.5 * panels + 1.0, 2.9), squeeze=False)
     axes = axes[0]
-    axes[0].imshow(_rgb(image))
+    axes[0].imshow(_hwc(image))
     axes[0].set_title("image", fontsize=8)
     for ax, p, name in zip(axes[1:], probs, names):
         shown = ax.imshow(p, cmap="magma", vmin=0, vmax=1)
@@ -145,7 +138,8 @@ def gallery_predictions(models: dict[str, torch.nn.Module], samples: Sequence[di
             for name, model in models.items()}
 
 
-def _truth_shown(mask: torch.Tensor, semantic: bool) -> np.ndarray:
+def truth_for_display(mask: torch.Tensor | np.ndarray, semantic: bool) -> np.ndarray:
+    """A ground-truth mask ready for imshow: ignored pixels (255) blank for class maps, grey (0.5) for binary."""
     truth = _numpy(mask).astype(np.float32)
     if semantic:
         return np.ma.masked_equal(truth, IGNORE)  # the ignore band is left blank
@@ -166,7 +160,7 @@ def plot_gallery(samples: Sequence[dict], predictions: dict[str, list[torch.Tens
     style = class_style(n_classes)
     for r, sample in enumerate(samples):
         row = axes[r]
-        row[0].imshow(_rgb(sample["image"]))
+        row[0].imshow(_hwc(sample["image"]))
         prompt = sample.get("prompt") or sample.get("name", "")
         row[1].text(0.0, 0.5, "\n".join(textwrap.wrap(f"“{prompt}”" if sample.get("prompt") else str(prompt), 16)),
                     fontsize=8, va="center")
@@ -176,7 +170,7 @@ def plot_gallery(samples: Sequence[dict], predictions: dict[str, list[torch.Tens
                 row[c].imshow(_numpy(probs.argmax(0)), **style)
             else:  # drawn like the ground truth beside it
                 row[c].imshow(_numpy(probs > threshold), cmap="gray", vmin=0, vmax=1)
-        row[-1].imshow(_truth_shown(sample["mask"], semantic), **(style if semantic else {"cmap": "gray", "vmin": 0,
+        row[-1].imshow(truth_for_display(sample["mask"], semantic), **(style if semantic else {"cmap": "gray", "vmin": 0,
                                                                                            "vmax": 1}))
         for ax in row:
             ax.set_xticks([]), ax.set_yticks([])
@@ -227,7 +221,7 @@ def plot_epoch_strips(run_dir: str | Path, max_epochs: int = 8, samples: int | N
         axes[r, 0].imshow(snap["image"][r].transpose(1, 2, 0))
         label = (snap.get("prompts") or [None] * n)[r] or snap["names"][r]
         axes[r, 0].set_ylabel(textwrap.shorten(str(label), 24), fontsize=7)
-        axes[r, 1].imshow(_truth_shown(snap["mask"][r], semantic), **(style if semantic else {"cmap": "gray",
+        axes[r, 1].imshow(truth_for_display(snap["mask"][r], semantic), **(style if semantic else {"cmap": "gray",
                                                                                                 "vmin": 0, "vmax": 1}))
         for c, k in enumerate(picks, start=2):
             pred = snap["predictions"][k][r]

@@ -106,7 +106,9 @@ def plot_grad_cam(image: torch.Tensor | np.ndarray, cams: dict[str, np.ndarray],
     """The image, then each Grad-CAM heatmap over it (one panel per prompt or class)."""
     import matplotlib.pyplot as plt
 
-    rgb = image.permute(1, 2, 0).numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    from clipseg_lab.viz.overlay import _hwc
+
+    rgb = _hwc(image)
     fig, axes = plt.subplots(1, len(cams) + 1, figsize=(2.6 * (len(cams) + 1), 2.9), squeeze=False)
     axes = axes[0]
     axes[0].imshow(rgb)

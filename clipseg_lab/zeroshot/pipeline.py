@@ -26,9 +26,7 @@ import gc
 import hashlib
 import json
 import logging
-import math
 import os
-import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +40,8 @@ import torch.nn.functional as F
 from clipseg_lab.data.base import DatasetError
 from clipseg_lab.data.masks import IGNORE_INDEX, MaskError
 from clipseg_lab.errors import ClipsegLabError, ConfigError
-from clipseg_lab.files import atomic_path, save_png, write_json
+from clipseg_lab.engine.trainer import seed_everything
+from clipseg_lab.files import json_safe, save_png, write_csv, write_json
 from clipseg_lab.provenance import Provenance, git_commit
 from clipseg_lab.zeroshot.config import ZeroShotConfig, load_config
 from clipseg_lab.zeroshot.dense import DenseClip
@@ -66,12 +65,6 @@ class TilePrediction:
     probs: torch.Tensor  # (C, H, W) float32 class probabilities
     regions: np.ndarray | None  # (S, h, w) SAM partitions of the resized tile, or None
     seconds: float
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class ZeroShotSegmenter:
@@ -298,17 +291,6 @@ def _palette(config: ZeroShotConfig) -> np.ndarray:
     return config_palette(config)
 
 
-def _clean(value: Any) -> Any:
-    """NaN -> None, recursively (strict JSON)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def tile_metrics(confusion: torch.Tensor, classes: Sequence[str]) -> dict[str, Any] | None:
     from clipseg_lab.metrics import SegmentationMetrics
 
@@ -317,7 +299,7 @@ def tile_metrics(confusion: torch.Tensor, classes: Sequence[str]) -> dict[str, A
     if int(metrics.confusion.sum()) == 0:
         return None
     result = metrics.compute()
-    return _clean({"oa": result["oa"], "miou": result["miou"], "mf1": result["mf1"], "pixels": result["pixels"],
+    return json_safe({"oa": result["oa"], "miou": result["miou"], "mf1": result["mf1"], "pixels": result["pixels"],
                    "per_class": {name: {k: v[k] for k in ("iou", "f1", "precision", "recall", "support")}
                                  for name, v in result["per_class"].items()}})
 
@@ -566,21 +548,16 @@ def merge_outputs(dirs: Iterable[str | os.PathLike], out: str | os.PathLike | No
             per = (m.get("per_class") or {}).get(cls, {})
             row[f"iou {cls}"], row[f"f1 {cls}"] = per.get("iou"), per.get("f1")
         rows.append(row)
-    _write_csv(pd.DataFrame(rows), out / "metrics_per_tile.csv")
+    write_csv(pd.DataFrame(rows), out / "metrics_per_tile.csv")
     write_json(out / "metrics_per_tile.json", {name: {"metrics": tiles[name].get("metrics"),
                                                       "seconds": tiles[name].get("seconds")} for name in sorted(tiles)})
     per_class = pd.DataFrame([{"class": c, **(overall["per_class"][c] if overall else {})} for c in classes])
-    _write_csv(per_class, out / "metrics_per_class.csv")
-    _write_csv(pd.DataFrame([{"tiles": len(tiles), "tiles_with_labels": labelled, "oa": result["oa"],
+    write_csv(per_class, out / "metrics_per_class.csv")
+    write_csv(pd.DataFrame([{"tiles": len(tiles), "tiles_with_labels": labelled, "oa": result["oa"],
                               "miou": result["miou"], "mf1": result["mf1"], "pixels": result["pixels"],
                               "skipped": len(skipped), "missing": len(missing), "untrained": untrained}]),
                out / "metrics.csv")
     return result
-
-
-def _write_csv(frame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
 
 
 # -- ablation ------------------------------------------------------------------------------------------
