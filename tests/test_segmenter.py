@@ -77,7 +77,7 @@ def test_checkpoint_round_trip(model, tmp_path):
 def test_checkpoint_errors(model, tmp_path):
     from safetensors.torch import save_file
 
-    with pytest.raises(cl.WeightsNotFoundError, match="no such model file"):
+    with pytest.raises(cl.WeightsNotFoundError, match="no such checkpoint file"):
         cl.load_model(tmp_path / "none.safetensors")
     save_file({"x": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(cl.WeightsFormatError, match="without clipseg-lab metadata"):

@@ -21,6 +21,42 @@ from clipseg_lab.data.images import ImageLike, load_rgb
 # OpenAI CLIP's normalisation (every released ViT CLIP uses it).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# ImageNet's: what the released CLIPSeg decoders were trained and are run with (timojl/clipseg, and the
+# preprocessor_config.json of the CIDAS/clipseg-* hub repositories).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """The per-channel mean / std a model's pixels are normalised with, and where that choice came from.
+
+    It belongs to the weights, not to the CLIP: the same CLIP runs with CLIP statistics under a decoder we
+    trained and with ImageNet statistics under the released CLIPSeg decoders.
+    """
+
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+    source: str = "CLIP's statistics"
+
+    def __post_init__(self):
+        for name in ("mean", "std"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != 3 or (name == "std" and min(value) <= 0):
+                raise ValueError(f"normalisation {name} must be three numbers{' > 0' if name == 'std' else ''}, "
+                                 f"not {getattr(self, name)!r} ({self.source})")
+            object.__setattr__(self, name, value)
+
+    def as_dict(self) -> dict:
+        return {"image_mean": list(self.mean), "image_std": list(self.std), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str) -> Normalization:
+        return cls(tuple(data["image_mean"]), tuple(data["image_std"]), data.get("source", source))
+
+
+CLIP_NORMALIZATION = Normalization()
+IMAGENET_NORMALIZATION = Normalization(IMAGENET_MEAN, IMAGENET_STD, "ImageNet statistics (original CLIPSeg)")
 
 
 @dataclass
@@ -61,6 +97,9 @@ class ClipBackbone(nn.Module):
         self.context_length: int = text.max_position_embeddings
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        same = tuple(mean) == CLIP_MEAN and tuple(std) == CLIP_STD
+        self.normalization = Normalization(tuple(mean), tuple(std),
+                                           "CLIP's statistics" if same else f"the preprocessing of {source}")
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def train(self, mode: bool = True) -> ClipBackbone:
@@ -87,11 +126,13 @@ class ClipBackbone(nn.Module):
         return h // self.patch_size, w // self.patch_size
 
     # -- inputs --------------------------------------------------------------------------------
-    def preprocess(self, images: ImageLike | Sequence[ImageLike], size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    def preprocess(self, images: ImageLike | Sequence[ImageLike], size: int | tuple[int, int] | None = None,
+                   normalization: Normalization | None = None) -> torch.Tensor:
         """Images to normalised pixels `(B, 3, H, W)` at `size` (default the native resolution).
 
-        The whole image is resized (bilinear, antialiased) to the square size with no crop, as CLIPSeg
-        does, so a prediction maps back onto every pixel of the input.
+        The whole image is resized (bilinear, antialiased, on uint8 as transformers' image processors do) to
+        the square size with no crop, as CLIPSeg does, so a prediction maps back onto every pixel of the input.
+        `normalization`: the weights' own (a model's `normalization`); default the backbone's.
         """
         if not isinstance(images, (list, tuple)):
             images = [images]
@@ -99,7 +140,12 @@ class ClipBackbone(nn.Module):
         self.patch_grid((h, w))  # validates the size
         batch = [TF.resize(load_rgb(im), [h, w], antialias=True) for im in images]
         pixels = torch.stack(batch).to(self.device, torch.float32) / 255.0
-        return ((pixels - self.mean) / self.std).to(self.dtype)
+        if normalization is None:
+            mean, std = self.mean, self.std
+        else:
+            mean = torch.tensor(normalization.mean, device=self.device).view(1, 3, 1, 1)
+            std = torch.tensor(normalization.std, device=self.device).view(1, 3, 1, 1)
+        return ((pixels - mean) / std).to(self.dtype)
 
     def tokenize(self, prompts: str | list[str]) -> torch.Tensor:
         """CLIP BPE token ids `(N, 77)` (long prompts truncated with a warning)."""
@@ -162,4 +208,5 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "CONTEXT_LENGTH", "ClipBackbone", "ImageEncoding"]
+__all__ = ["CLIP_MEAN", "CLIP_NORMALIZATION", "CLIP_STD", "CONTEXT_LENGTH", "IMAGENET_MEAN", "IMAGENET_NORMALIZATION",
+           "IMAGENET_STD", "ClipBackbone", "ImageEncoding", "Normalization"]

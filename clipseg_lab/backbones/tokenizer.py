@@ -59,3 +59,27 @@ def tokenize(prompts: str | list[str], context_length: int = CONTEXT_LENGTH) -> 
             ids = ids[: context_length - 1] + [eot]
         out[i, : len(ids)] = torch.tensor(ids)
     return out
+
+
+def write_hf_tokenizer_files(folder) -> list:
+    """`vocab.json` and `merges.txt` for Hugging Face's `CLIPTokenizer`, from the BPE file the `clip` package ships
+    (the file OpenAI's tokenizer and the hub's openai/clip-* tokenizers were both made from). Returns the paths."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    from clipseg_lab.files import atomic_path
+
+    tok = _simple_tokenizer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from clip.simple_tokenizer import default_bpe
+    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
+    merges = lines[1: 49152 - 256 - 2 + 1]  # the merges SimpleTokenizer uses
+    folder = Path(folder)
+    vocab, merges_file = folder / "vocab.json", folder / "merges.txt"
+    with atomic_path(vocab) as tmp:
+        tmp.write_text(json.dumps(tok.encoder, ensure_ascii=False))
+    with atomic_path(merges_file) as tmp:
+        tmp.write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return [vocab, merges_file]

@@ -54,10 +54,12 @@ def classify_path(path: Path) -> ResolvedWeights | None:
     return None
 
 
-def _candidates_in_root(root: Path, name: str, known: BackboneName | None) -> list[Path]:
+def _candidates_in_root(root: Path, name: str, known: BackboneName | None, hub_id: str | None) -> list[Path]:
     names = [name]
     if known is not None:
         names += [known.hub_id, known.repo_name, known.openai_file]
+    if hub_id is not None:
+        names += [hub_id, hub_id.split("/", 1)[1]]
     seen: list[Path] = []
     for n in names:
         p = root / n
@@ -66,8 +68,12 @@ def _candidates_in_root(root: Path, name: str, known: BackboneName | None) -> li
     return seen
 
 
-def resolve_weights(name_or_path: str | os.PathLike, *, allow_download: bool = True) -> ResolvedWeights:
-    """Locate the weights for a backbone name, hub id or path, or raise `WeightsNotFoundError`."""
+def resolve_weights(name_or_path: str | os.PathLike, *, allow_download: bool = True,
+                    what: str = "backbone") -> ResolvedWeights:
+    """Locate the weights for a backbone name, hub id or path, or raise `WeightsNotFoundError`.
+
+    `what` names the kind of weights in the error ("backbone", "checkpoint"): the same order serves both.
+    """
     text = str(name_or_path)
     looked: list[str] = []
 
@@ -91,7 +97,7 @@ def resolve_weights(name_or_path: str | os.PathLike, *, allow_download: bool = T
     # 2. $CLIPSEG_LAB_WEIGHTS
     root = os.environ.get(ENV_WEIGHTS)
     if root:
-        for candidate in _candidates_in_root(Path(root).expanduser(), text, known):
+        for candidate in _candidates_in_root(Path(root).expanduser(), text, known, hub_id):
             looked.append(f"${ENV_WEIGHTS}: {candidate}")
             found = classify_path(candidate)
             if found is not None:
@@ -123,25 +129,56 @@ def resolve_weights(name_or_path: str | os.PathLike, *, allow_download: bool = T
             if local is not None:
                 return ResolvedWeights("hf_dir", local, text)
 
-    how = (f"download '{hub_id}' on a machine with internet (`huggingface-cli download {hub_id}`) and copy the folder to "
-           f"${ENV_WEIGHTS}/{hub_id}" if hub_id else "pass the path of a Hugging Face CLIP directory or an OpenAI .pt file")
+    how = (f"on a machine with internet run `hf download {hub_id} --local-dir {hub_id.split('/', 1)[1]}` and copy "
+           f"that folder to ${ENV_WEIGHTS}/{hub_id}" if hub_id
+           else f"pass the path of a Hugging Face {'CLIP' if what == 'backbone' else 'CLIPSeg'} directory or a "
+                f"{'OpenAI .pt' if what == 'backbone' else 'checkpoint'} file")
     if known is not None:
         how += f", or put OpenAI's {known.openai_file} (what `clip.load('{known.alias}')` downloads) in ${ENV_WEIGHTS}/"
     raise WeightsNotFoundError(
-        f"No weights found for backbone {text!r}. Looked in:\n  - " + "\n  - ".join(looked)
+        f"No weights found for {what} {text!r}. Looked in:\n  - " + "\n  - ".join(looked)
         + f"\nTo fix: {how}. For tests and smoke runs without weights, ask for the backbone 'tiny-random' "
         "(random weights, labelled untrained)."
     )
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")  # PyTorch weights, preferred first (no TF / Flax / ONNX)
+
+
+def _weights_to_download(hub_id: str) -> str:
+    """The one weight format a hub revision has, safetensors first: openai/clip-vit-base-patch16's main revision,
+    for one, ships only pytorch_model.bin (read with weights_only=True), so asking for safetensors alone would
+    download a config and no weights."""
+    import fnmatch
+
+    from huggingface_hub import HfApi
+
+    files = HfApi().list_repo_files(hub_id)
+    for pattern in WEIGHT_PATTERNS:
+        if any(fnmatch.fnmatch(f, pattern) for f in files):
+            return pattern
+    raise WeightsNotFoundError(f"the hub repository {hub_id} holds no PyTorch weights (model.safetensors or "
+                               f"pytorch_model.bin); its files: {', '.join(sorted(files)[:12])}")
+
+
+def has_weights(folder: Path) -> bool:
+    return any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS)
 
 
 def _snapshot(hub_id: str, *, local_only: bool) -> Path | None:
     from huggingface_hub import snapshot_download
 
     try:
-        path = snapshot_download(hub_id, local_files_only=local_only,
-                                 allow_patterns=["*.json", "*.safetensors", "*.txt"])
+        weights = list(WEIGHT_PATTERNS) if local_only else [_weights_to_download(hub_id)]
+        path = Path(snapshot_download(hub_id, local_files_only=local_only,
+                                      allow_patterns=["*.json", "*.txt", *weights]))
+    except WeightsNotFoundError:
+        raise
     except Exception as exc:  # not cached, offline, unknown repo: all mean "not here"
         log.debug("snapshot_download(%s, local_files_only=%s) failed: %s", hub_id, local_only, exc)
         return None
-    found = classify_path(Path(path))
-    return found.path if found and found.kind == "hf_dir" else None
+    found = classify_path(path)
+    if found is None or found.kind != "hf_dir" or not has_weights(path):
+        log.debug("%s: the cached snapshot %s holds no weights", hub_id, path)  # e.g. an interrupted download
+        return None
+    return path

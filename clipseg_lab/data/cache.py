@@ -1,7 +1,7 @@
 """A disk cache of frozen-backbone activations, so the backbone runs once per image, not once per epoch.
 
-An entry is keyed by (image content hash, backbone fingerprint, layers, resolution, storage dtype): change any
-part and it is a different entry, so a stale activation is never served. Entries are safetensors files
+An entry is keyed by (image content hash, backbone fingerprint, layers, resolution, pixel normalisation, storage
+dtype): change any part and it is a different entry, so a stale activation is never served. Entries are safetensors files
 (memory-mapped on read), written atomically. `stats()` reports hits, misses and size on disk.
 
 The image hash is of the exact pixels passed in, so use the cache with deterministic transforms (resizing),
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from clipseg_lab.backbones.clip_backbone import ClipBackbone
+from clipseg_lab.backbones.clip_backbone import ClipBackbone, Normalization
 from clipseg_lab.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,10 @@ class ActivationCache:
     """
 
     def __init__(self, root: str | os.PathLike, backbone: ClipBackbone, layers: tuple[int, ...], size: int,
-                 storage_dtype: torch.dtype = torch.float16, project: bool = False):
+                 storage_dtype: torch.dtype = torch.float16, project: bool = False,
+                 normalization: Normalization | None = None):
         self.root, self.backbone, self.project = Path(root), backbone, project
+        self.normalization = normalization or backbone.normalization
         self.layers, self.size, self.storage_dtype = tuple(layers), int(size), storage_dtype
         self.fingerprint = backbone_fingerprint(backbone)
         self.stats = CacheStats()
@@ -69,11 +71,12 @@ class ActivationCache:
     @classmethod
     def for_model(cls, model, root: str | os.PathLike, storage_dtype: torch.dtype = torch.float16) -> ActivationCache:
         return cls(root, model.backbone, model.decoder.extract_layers, model.input_size, storage_dtype,
-                   project=model.projects_tokens)
+                   project=model.projects_tokens, normalization=model.normalization)
 
     def key(self, image: torch.Tensor) -> str:
         parts = [image_hash(image), self.fingerprint, ",".join(map(str, self.layers)), str(self.size),
-                 str(self.storage_dtype), f"project={self.project}"]
+                 str(self.storage_dtype), f"project={self.project}",
+                 f"mean={self.normalization.mean},std={self.normalization.std}"]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     def _path(self, key: str) -> Path:
@@ -94,7 +97,8 @@ class ActivationCache:
         todo = [i for i in range(len(images)) if i not in found]
         self.stats.misses += len(todo)
         if todo:
-            pixels = self.backbone.preprocess([images[i] for i in todo], size=self.size)
+            pixels = self.backbone.preprocess([images[i] for i in todo], size=self.size,
+                                              normalization=self.normalization)
             encoding = self.backbone.encode_image(pixels, layers=self.layers, pooled=False, project=self.project)
             for j, i in enumerate(todo):
                 acts = [a[j].to(self.storage_dtype).cpu().contiguous() for a in encoding.activations]

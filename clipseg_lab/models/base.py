@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipseg_lab.backbones.clip_backbone import ClipBackbone
+from clipseg_lab.backbones.clip_backbone import ClipBackbone, Normalization
 from clipseg_lab.backbones.tokenizer import check_prompts
 from clipseg_lab.provenance import Provenance
 
@@ -40,10 +40,15 @@ class TextPromptedModel(nn.Module):
         self.config = config  # the decoder's dataclass config
         self.input_size = input_size
         self.provenance = Provenance(name, backbone.name, backbone.trained, backbone.source)
+        # The pixels' normalisation and the visual-prompt recipe belong to the weights: a loader sets them from
+        # the checkpoint (ImageNet statistics and the original recipe for the released CLIPSeg decoders).
+        self.normalization: Normalization = backbone.normalization
+        self.visual_prompt_recipe = "clipseg-lab"
         self._text_cache: dict[str, torch.Tensor] = {}
 
     def preprocess(self, images) -> torch.Tensor:
-        return self.backbone.preprocess(images, size=self.input_size)
+        """Images to the decoder's input pixels: resized to `input_size`, normalised as the weights expect."""
+        return self.backbone.preprocess(images, size=self.input_size, normalization=self.normalization)
 
     def backbone_activations(self, pixels: torch.Tensor) -> tuple[list[torch.Tensor], tuple[int, int]]:
         """The frozen backbone run to the deepest layer the decoder reads: its activations and the patch grid."""
@@ -82,11 +87,16 @@ class TextPromptedModel(nn.Module):
         emb = torch.stack([self._text_cache[p] for p in prompts]).to(self.backbone.device, dtype)
         return emb
 
-    def visual_prompt_embeddings(self, images, masks, mode: str = "crop_blur_highlight", **options) -> torch.Tensor:
-        """Conditional embeddings from (image, mask) examples; see `clipseg_lab.models.visual_prompt`."""
+    def visual_prompt_embeddings(self, images, masks, mode: str | None = None, *, recipe: str | None = None,
+                                 **options) -> torch.Tensor:
+        """Conditional embeddings from (image, mask) examples; see `clipseg_lab.models.visual_prompt`.
+
+        `recipe` defaults to the weights' own (`visual_prompt_recipe`: "clipseg-original" for the released
+        decoders, "clipseg-lab" for ours), blended with the model's normalisation."""
         from clipseg_lab.models.visual_prompt import visual_prompt_embeddings
 
-        emb = visual_prompt_embeddings(self.backbone, images, masks, mode, **options)
+        emb = visual_prompt_embeddings(self.backbone, images, masks, mode, recipe=recipe or self.visual_prompt_recipe,
+                                       mean=self.normalization.mean, std=self.normalization.std, **options)
         dtype = next(self.decoder.parameters()).dtype
         return emb.to(dtype).clone() if torch.is_grad_enabled() else emb.to(dtype)
 

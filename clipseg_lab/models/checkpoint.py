@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from clipseg_lab.backbones.clip_backbone import ClipBackbone
+from clipseg_lab.backbones.clip_backbone import ClipBackbone, Normalization
 from clipseg_lab.backbones.loading import load_backbone
 from clipseg_lab.errors import WeightsFormatError
 from clipseg_lab.files import atomic_path
@@ -35,6 +35,9 @@ def save_model(model: TextPromptedModel, path: str | os.PathLike, **info: Any) -
                      else None),
         "info": info,
     }
+    if isinstance(model, TextPromptedModel):  # what training normalised with travels with the weights
+        meta["preprocessing"] = model.normalization.as_dict()
+        meta["visual_prompt_recipe"] = model.visual_prompt_recipe
     state = {k: v.detach().contiguous().cpu() for k, v in model.trainable_state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"clipseg_lab": json.dumps(meta, default=str)})
@@ -78,6 +81,12 @@ def load_checkpoint(path: Path, backbone: ClipBackbone | str | None = None,
                                  f"unexpected keys {sorted(unexpected)}")
     # a run's best/last file is named after its run folder: every run has a "best.safetensors"
     shown = f"{path.parents[1].name}/{path.name}" if path.stem in ("best", "last") and len(path.parents) > 1 else path.name
+    if isinstance(model, TextPromptedModel):
+        if "preprocessing" in meta:
+            model.normalization = Normalization.from_dict(meta["preprocessing"], f"checkpoint {path.name}")
+        else:  # written before checkpoints recorded it: trained with its backbone's own statistics
+            model.normalization = model.backbone.normalization
+        model.visual_prompt_recipe = meta.get("visual_prompt_recipe", "clipseg-lab")
     model.provenance.decoder = f"checkpoint {shown}"
     model.provenance.extra = meta.get("info", {})
     return model

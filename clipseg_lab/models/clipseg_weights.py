@@ -12,17 +12,22 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from pathlib import Path
 
 import torch
 
-from clipseg_lab.backbones.clip_backbone import CLIP_MEAN, CLIP_STD, ClipBackbone
+from clipseg_lab.backbones.clip_backbone import (CLIP_MEAN, CLIP_STD, IMAGENET_NORMALIZATION, ClipBackbone,
+                                                 Normalization)
 from clipseg_lab.backbones.loading import (clip_from_clipseg, default_device, default_dtype, load_backbone,
                                            read_hf_config, read_hf_state_dict)
 from clipseg_lab.errors import WeightsFormatError
 from clipseg_lab.models.base import TextPromptedModel
 from clipseg_lab.models.clipseg import decoder_state_from_hf
+
+log = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
 
@@ -94,7 +99,9 @@ def _preset_for(reduce_dim: int, refined: bool) -> str:
 
 
 def _model_from_hf_decoder(decoder_state: StateDict, backbone: ClipBackbone, *, extract_layers, num_heads: int,
-                           source: str, device) -> TextPromptedModel:
+                           source: str, device, input_size: int | None = None) -> TextPromptedModel:
+    """A released decoder on `backbone`, with the released models' preprocessing (ImageNet statistics, the
+    original visual-prompt recipe); a Hugging Face directory's own preprocessor config replaces the former."""
     from clipseg_lab.models.registry import build_model
 
     refined = "transposed_convolution.0.weight" in decoder_state
@@ -107,13 +114,47 @@ def _model_from_hf_decoder(decoder_state: StateDict, backbone: ClipBackbone, *, 
     model = build_model(_preset_for(reduce_dim, refined), backbone=backbone, device=device,
                         extract_layers=tuple(extract_layers), reduce_dim=reduce_dim, num_heads=num_heads,
                         intermediate_size=decoder_state["layers.0.mlp.fc1.weight"].shape[0],
-                        complex_trans_conv=refined, film="first")
+                        complex_trans_conv=refined, film="first", input_size=input_size)
     missing, unexpected = model.decoder.load_state_dict(decoder_state_from_hf(decoder_state), strict=False)
     if missing or unexpected:
         raise WeightsFormatError(f"{source}: decoder weights do not fit: missing keys {sorted(missing)}, "
                                  f"unexpected keys {sorted(unexpected)}")
     model.provenance.decoder = f"released CLIPSeg weights ({Path(source).name})"
+    model.normalization = IMAGENET_NORMALIZATION
+    model.visual_prompt_recipe = "clipseg-original"
     return model.eval()
+
+
+def read_preprocessor_config(path: Path) -> tuple[Normalization, int | None]:
+    """A Hugging Face CLIPSeg directory's `preprocessor_config.json`: its normalisation and square input size.
+
+    Without the file, the released models' own (ImageNet statistics, 352 px) with a warning: every published
+    CLIPSeg repository ships one, and transformers' `CLIPSegProcessor` cannot run without it.
+    """
+    file = path / "preprocessor_config.json"
+    if not file.is_file():
+        log.warning("%s: no preprocessor_config.json; normalising with ImageNet statistics as the released CLIPSeg "
+                    "models do", path)
+        return IMAGENET_NORMALIZATION, None
+    try:
+        cfg = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WeightsFormatError(f"{file}: unreadable preprocessor config ({exc})") from exc
+    if not cfg.get("do_rescale", True) or abs(float(cfg.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
+        raise WeightsFormatError(f"{file}: only images rescaled by 1/255 are supported (do_rescale, rescale_factor)")
+    if cfg.get("resample", 2) != 2:  # PIL's BILINEAR
+        log.warning("%s: resample %s; clipseg-lab resizes bilinearly", file, cfg["resample"])
+    if cfg.get("do_normalize", True):
+        try:
+            norm = Normalization(tuple(cfg["image_mean"]), tuple(cfg["image_std"]), f"{file.name} of {path.name}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WeightsFormatError(f"{file}: image_mean / image_std must be three numbers each ({exc})") from exc
+    else:
+        norm = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), f"{file.name} of {path.name} (do_normalize false)")
+    size = cfg.get("size")
+    if isinstance(size, dict):
+        size = size.get("height") if size.get("height") == size.get("width") else size.get("shortest_edge")
+    return norm, (int(size) if size else None)
 
 
 def load_hf_clipseg(path: Path, device=None, dtype=None) -> TextPromptedModel:
@@ -129,9 +170,12 @@ def load_hf_clipseg(path: Path, device=None, dtype=None) -> TextPromptedModel:
     device = default_device(device)
     backbone = backbone.to(device=device, dtype=default_dtype(dtype, device))
     decoder_state = {k[len("decoder."):]: v.float() for k, v in state.items() if k.startswith("decoder.")}
-    return _model_from_hf_decoder(decoder_state, backbone, extract_layers=config.get("extract_layers", RELEASED_LAYERS),
-                                  num_heads=config.get("decoder_num_attention_heads", 4), source=str(path),
-                                  device=device)
+    normalization, size = read_preprocessor_config(path)
+    model = _model_from_hf_decoder(decoder_state, backbone, extract_layers=config.get("extract_layers", RELEASED_LAYERS),
+                                   num_heads=config.get("decoder_num_attention_heads", 4), source=str(path),
+                                   device=device, input_size=size)
+    model.normalization = normalization
+    return model
 
 
 def load_original_clipseg(path: Path, backbone: ClipBackbone | str | None = None, device=None,
