@@ -1,5 +1,6 @@
 """`clipseg-lab rs-infer` end to end on the shared Potsdam and LoveDA tiles (tiny-random CLIP, tiny random SAM):
-outputs, metrics, the untrained label, resume, shards + merge, bad input; the segmenter's batching and SAM cache.
+outputs, metrics, the untrained label, resume, shards + merge, bad input; the segmenter's batching and SAM cache;
+what counts as finished (every listed output present, same settings, same input), else the tile is redone.
 
 Settings are shrunk with --set (short side 224, 160 px windows, one small SAM parameter set) so that the whole file
 runs in seconds; the code paths are the full ones (SAM-region and neighbourhood blocks, templates, threshold).
@@ -261,3 +262,177 @@ def test_sliding_window_benchmark_smoke(tmp_path):
     result = json.loads(out.read_text())
     assert result["max_abs_diff"] < 1e-4 and result["sam_computed"] == 1 and result["sam_cache_hits"] >= 1
 
+
+
+# -- what counts as finished: every listed output present, same settings, same input ---------------------------
+def _two_tiles(root, samples):
+    """Two ReSeg-layout tiles (different 96 px crops of the Potsdam tile) under root/area/{a,b}; returns the labels."""
+    rgb = np.asarray(Image.open(samples / "remote_sensing" / "potsdam" / "img_dir" / "2_10_0_0_512_512.png"))
+    ann = np.asarray(Image.open(samples / "remote_sensing" / "potsdam" / "ann_dir" / "2_10_0_0_512_512.png"))
+    labels = {}
+    for name, (y, x) in {"a": (0, 0), "b": (200, 300)}.items():
+        _write_tile(root / "area" / name, rgb[y:y + 96, x:x + 96], ann[y:y + 96, x:x + 96])
+        labels[f"area/{name}"] = ann[y:y + 96, x:x + 96]
+    return labels
+
+
+ISPRS_COLOURS = np.array([[0, 0, 0], [255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0],
+                          [255, 0, 0]], np.uint8)  # 0 = boundary (black, ignored), then the six ISPRS classes
+
+
+def _write_tile(folder, rgb, ann):
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.dstack([rgb, rgb[..., :1]]), "RGBA").save(folder / "R_G_B_IR.png")
+    Image.fromarray(ISPRS_COLOURS[ann]).save(folder / "L.png")
+
+
+@pytest.fixture
+def segment_calls(monkeypatch):
+    """The tile names `ZeroShotSegmenter.segment` is called with (what a run really recomputes)."""
+    calls: list[str] = []
+    original = ZeroShotSegmenter.segment
+
+    def counting(self, image, name=None):
+        calls.append(name)
+        return original(self, image, name)
+
+    monkeypatch.setattr(ZeroShotSegmenter, "segment", counting)
+    return calls
+
+
+def _record(out, tile):
+    return json.loads((out / "visualizations" / tile / "tile.json").read_text())
+
+
+def test_record_lists_outputs_and_input_and_an_unchanged_rerun_resumes(samples, tmp_path, capsys, segment_calls):
+    from clipseg_lab.zeroshot.pipeline import RECORD_FORMAT, file_fingerprint
+
+    data, out = tmp_path / "tiles", tmp_path / "out"
+    _two_tiles(data, samples)
+    assert rs_infer("reseg_clip.yaml", data, out) == 0
+    assert "2 tiles: 2 segmented, 0 already finished, 0 skipped;" in capsys.readouterr().out
+    assert sorted(segment_calls) == ["area/a", "area/b"]
+    record = _record(out, "area/a")
+    assert record["format"] == RECORD_FORMAT and sorted(record["outputs"]) == sorted(OUTPUTS[:5])
+    for name, meta in record["outputs"].items():
+        assert meta == file_fingerprint(out / "visualizations" / "area" / "a" / name)
+    assert record["input"]["image"] == file_fingerprint(data / "area" / "a" / "R_G_B_IR.png")
+    assert record["input"]["label"] == file_fingerprint(data / "area" / "a" / "L.png")
+    assert record["input"]["bands"] == "RGB" and record["input"]["coding"] == "isprs-colour"
+
+    segment_calls.clear()
+    stamps = {t: (out / "visualizations" / t / "tile.json").stat().st_mtime_ns for t in ("area/a", "area/b")}
+    assert rs_infer("reseg_clip.yaml", data, out) == 0  # nothing changed: nothing recomputed
+    printed = capsys.readouterr().out
+    assert "2 tiles: 0 segmented, 2 already finished, 0 skipped;" in printed and "redone" not in printed
+    assert segment_calls == []
+    assert stamps == {t: (out / "visualizations" / t / "tile.json").stat().st_mtime_ns for t in stamps}
+
+
+def test_a_deleted_output_is_redone(samples, tmp_path, capsys, segment_calls):
+    data, out = tmp_path / "tiles", tmp_path / "out"
+    _two_tiles(data, samples)
+    assert rs_infer("reseg_clip.yaml", data, out) == 0
+    tile_a, tile_b = out / "visualizations" / "area" / "a", out / "visualizations" / "area" / "b"
+    before = np.asarray(Image.open(tile_a / "pred_labels.png"))
+    stamp_b = (tile_b / "tile.json").stat().st_mtime_ns
+    (tile_a / "pred_labels.png").unlink()
+    capsys.readouterr()
+    segment_calls.clear()
+    assert rs_infer("reseg_clip.yaml", data, out) == 0
+    printed = capsys.readouterr().out
+    assert "2 tiles: 1 segmented, 1 already finished, 0 skipped; 1 redone: outputs missing (1);" in printed
+    assert segment_calls == ["area/a"]  # exactly that tile
+    assert np.array_equal(np.asarray(Image.open(tile_a / "pred_labels.png")), before)  # back, the same
+    assert (tile_b / "tile.json").stat().st_mtime_ns == stamp_b
+    assert _metrics(out)["tiles"] == 2 and _metrics(out)["missing"] == []
+
+    with open(tile_b / "pred_mask.png", "ab") as f:  # an output of another size (truncated, overwritten) too
+        f.write(b"\0")
+    segment_calls.clear()
+    assert rs_infer("reseg_clip.yaml", data, out) == 0
+    assert "1 redone: outputs changed (1)" in capsys.readouterr().out and segment_calls == ["area/b"]
+
+
+def test_a_replaced_image_is_redone_with_its_new_metrics(samples, tmp_path, capsys, segment_calls):
+    data, out = tmp_path / "tiles", tmp_path / "out"
+    labels = _two_tiles(data, samples)
+    assert rs_infer("reseg_clip.yaml", data, out) == 0
+    old = _record(out, "area/b")
+    cache = out / "cache" / "sam_regions" / "area_b.npz"
+    with np.load(cache) as f:
+        old_key = str(f["key"])
+    rgb = np.asarray(Image.open(samples / "remote_sensing" / "potsdam" / "img_dir" / "2_10_0_0_512_512.png"))
+    _write_tile(data / "area" / "b", rgb[400:496, 10:106], labels["area/b"])  # other pixels, same name and label
+    capsys.readouterr()
+    segment_calls.clear()
+    assert rs_infer("reseg_clip.yaml", data, out) == 0
+    printed = capsys.readouterr().out
+    assert "2 tiles: 1 segmented, 1 already finished, 0 skipped; 1 redone: input changed (1);" in printed
+    assert segment_calls == ["area/b"]
+    new = _record(out, "area/b")
+    assert new["input"]["image"] != old["input"]["image"] and new["input"]["label"] == old["input"]["label"]
+    assert new["confusion"] != old["confusion"]
+    pred = np.asarray(Image.open(out / "visualizations" / "area" / "b" / "pred_labels.png"))
+    ann = labels["area/b"]
+    valid = ann > 0
+    assert new["metrics"]["oa"] == pytest.approx(float((pred[valid] == ann[valid] - 1).mean()))  # of the new image
+    with np.load(cache) as f:
+        assert str(f["key"]) != old_key  # the SAM regions were recomputed for the new pixels, not reused
+    merged = _metrics(out)
+    assert merged["confusion"] == (np.asarray(new["confusion"]) + _record(out, "area/a")["confusion"]).tolist()
+
+    _write_tile(data / "area" / "a", rgb[:96, :96], np.where(labels["area/a"] > 0, 1, 0))  # a new label only
+    segment_calls.clear()
+    assert rs_infer("reseg_clip.yaml", data, out) == 0
+    assert "1 redone: input changed (1)" in capsys.readouterr().out and segment_calls == ["area/a"]
+
+
+def test_records_without_their_pngs_as_a_git_clone_has_them_are_redone(samples, tmp_path, capsys, segment_calls):
+    """The repository commits tile.json, run_config.json and the SAM region cache, not the PNGs."""
+    import shutil
+
+    from clipseg_lab.zeroshot.config import parse_assignments
+    from clipseg_lab.zeroshot.report import tile_rows
+
+    data, out, clone = tmp_path / "tiles", tmp_path / "out", tmp_path / "clone"
+    _two_tiles(data, samples)
+    assert rs_infer("reseg_clip.yaml", data, out) == 0
+    for file in [out / "run_config.json", *out.rglob("tile.json"), *out.rglob("*.npz")]:
+        (clone / file.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, clone / file.relative_to(out))
+    old_format = clone / "visualizations" / "area" / "b" / "tile.json"  # as the records before format 2
+    record = json.loads(old_format.read_text())
+    old_format.write_text(json.dumps({k: v for k, v in record.items() if k not in ("format", "outputs", "input")}))
+    capsys.readouterr()
+    segment_calls.clear()
+    assert rs_infer("reseg_clip.yaml", data, clone) == 0
+    printed = capsys.readouterr().out
+    assert "2 tiles: 2 segmented, 0 already finished, 0 skipped; 2 redone: " in printed
+    assert "outputs missing (1)" in printed and "old-format record (1)" in printed
+    assert sorted(segment_calls) == ["area/a", "area/b"]
+    for tile in ("area/a", "area/b"):
+        assert all((clone / "visualizations" / tile / f).is_file() for f in OUTPUTS)
+        assert _record(clone, tile)["confusion"] == _record(out, tile)["confusion"]
+    sets = [SMALL[i + 1] for i, a in enumerate(SMALL) if a == "--set"]
+    config = prepare_config(CONFIGS / "reseg_clip.yaml", input_dir=data, output_dir=clone, backbone="tiny-random",
+                            sam="tiny-random", layers="8,2,2", overrides=parse_assignments(sets))
+    rows = tile_rows(config)  # what notebook 09 does next: read every finished tile's pred_labels.png
+    assert [r["name"] for r in rows] == ["area/a", "area/b"] and rows[0]["pred"].shape == (96, 96)
+
+
+def test_merge_reports_a_tile_with_a_deleted_output_as_unfinished(samples, tmp_path, capsys):
+    data, out = tmp_path / "tiles", tmp_path / "out"
+    _two_tiles(data, samples)
+    assert rs_infer("reseg_clip.yaml", data, out) == 0
+    full = _metrics(out)
+    (out / "visualizations" / "area" / "a" / "pred_labels.png").unlink()
+    capsys.readouterr()
+    assert main(["rs-merge", str(out), "--out", str(tmp_path / "merged")]) == 0
+    captured = capsys.readouterr()
+    assert "1 tiles (1 labelled)" in captured.out and "not finished yet: 1 tile(s)" in captured.err
+    merged = _metrics(tmp_path / "merged")
+    assert merged["tiles"] == 1 and merged["missing"] == ["area/a"]
+    assert [t for t, _ in merged["incomplete"]] == ["area/a"] and "outputs missing: pred_labels.png" in \
+        merged["incomplete"][0][1]
+    assert merged["confusion"] == _record(out, "area/b")["confusion"] != full["confusion"]

@@ -10,14 +10,21 @@ or mmseg's `img_dir/ann_dir`), takes its shard of them (`shard=(i, N)`: tiles `i
 so N processes or machines split the work without overlap), and writes into
 `output.base_dir/visualizations_subdir/<tile name>/`: `pred_mask.png` (colour-coded), `pred_labels.png` (class
 indices), `pred_overlay.png`, and `gt_mask.png` / `gt_overlay.png` when the tile has a label, then `tile.json`
-(metrics and the confusion matrix) last, as the "finished" marker: a rerun skips finished tiles with the same
-settings. A tile that cannot be read (no target image, a label of another size, an unreadable file) is
-reported and skipped; the run goes on.
+(metrics and the confusion matrix) last, atomically, as the commit marker. A tile counts as finished only when its
+record is of the current format, its settings fingerprint equals this run's, its input fingerprint (size and
+sha256 of the image and label files, plus the bands and label coding they are read with) equals that of the files
+as they are now, and every output file the record lists exists with the recorded size. Anything else -- outputs
+deleted, or absent as in a fresh git clone (the PNGs are not committed), an image replaced, other settings, an
+old-format record -- and the tile is segmented again (its old record removed first, its outputs replaced); the
+summary says how many were redone and why. A tile that cannot be read (no target image, a label of another size,
+an unreadable file) is reported and skipped; the run goes on.
 
 `merge_outputs` sums the per-tile confusion matrices of one or many output folders (the shards) -- exact, since
 a confusion matrix is a sum over pixels -- and writes the cumulative `metrics.json`, `metrics.csv` (one row: OA,
 mIoU, mF1), `metrics_per_class.csv` (IoU, F1, precision, recall per class), and the per-tile `metrics_per_tile.csv`
-and `metrics_per_tile.json`. A single-process run (N = 1) merges at its end.
+and `metrics_per_tile.json`. A record whose outputs are missing or changed, or of the old format, is not merged:
+it is reported as unfinished (`missing`, with the reason in `incomplete`). A single-process run (N = 1) merges at
+its end.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +59,8 @@ from clipseg_lab.zeroshot.text import class_probabilities, encode_queries, predi
 log = logging.getLogger(__name__)
 
 TILE_RECORD = "tile.json"
+RECORD_FORMAT = 2  # tile.json with the input fingerprint and the list of outputs (format 1 had neither)
+TILE_OUTPUTS = ("pred_mask.png", "pred_labels.png", "pred_overlay.png", "gt_mask.png", "gt_overlay.png")
 RUN_CONFIG = "run_config.json"
 TILE_ERRORS = (ClipsegLabError, MaskError, DatasetError, OSError, ValueError)
 UNTRAINED_NOTE = ("UNTRAINED weights (random CLIP and/or SAM): these predictions and metrics show no learned "
@@ -315,7 +324,8 @@ def _png_meta(segmenter: ZeroShotSegmenter, tile: str) -> dict[str, str]:
 
 def write_tile(tile_dir: Path, image: np.ndarray, prediction: TilePrediction, gt: np.ndarray | None,
                segmenter: ZeroShotSegmenter, *, record: dict[str, Any]) -> dict[str, Any]:
-    """The tile's images, then its `tile.json` (last: its presence means the tile is finished)."""
+    """The tile's images, then its `tile.json` (last, atomically: the commit marker), listing every output file
+    with its size and sha256. Outputs of an earlier run that this one does not write (a label since removed) go."""
     from PIL import Image
 
     from clipseg_lab.zeroshot.viz import colourise, overlay
@@ -343,18 +353,91 @@ def write_tile(tile_dir: Path, image: np.ndarray, prediction: TilePrediction, gt
                    "metrics": tile_metrics(confusion, config.classes) if confusion is not None else None,
                    "seconds": round(prediction.seconds, 4),
                    "regions": int(prediction.regions.max() + 1) if prediction.regions is not None else None})
+    written = [name for name in TILE_OUTPUTS if name.startswith("pred_") or gt is not None]
+    for name in set(TILE_OUTPUTS) - set(written):
+        (tile_dir / name).unlink(missing_ok=True)
+    record["format"] = RECORD_FORMAT
+    record["outputs"] = {name: file_fingerprint(tile_dir / name) for name in written}
     write_json(tile_dir / TILE_RECORD, record)
     return record
 
 
 def read_tile_record(tile_dir: Path) -> dict[str, Any] | None:
+    """The tile's `tile.json` as written (None when absent or unreadable); whether the tile is finished is
+    `tile_status`'s question."""
     file = tile_dir / TILE_RECORD
     if not file.is_file():
         return None
     try:
-        return json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return record if isinstance(record, dict) else None
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """`{"bytes": size, "sha256": hex digest}` of a file's contents."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def input_fingerprint(tile: Any, config: ZeroShotConfig) -> dict[str, Any]:
+    """What a tile's prediction and metrics depend on besides the settings: the contents of its image and label
+    files (not their paths: a moved or re-cloned data folder with the same files is the same input) and how they
+    are read (bands, label coding; the rest of `input` only says where the files are)."""
+    return json.loads(json.dumps({"image": file_fingerprint(tile.image),
+                                  "label": file_fingerprint(tile.label) if tile.label is not None else None,
+                                  "bands": config.input.bands, "coding": config.input.coding}))
+
+
+def tile_status(tile_dir: str | os.PathLike, fingerprint: str | None = None,
+                inputs: dict[str, Any] | Callable[[], dict[str, Any]] | None = None) -> tuple[str, str] | None:
+    """None when the tile in `tile_dir` is finished; else `(reason, detail)`, the reason one of "no record",
+    "unreadable record", "old-format record", "settings changed", "outputs missing", "outputs changed",
+    "input changed". `fingerprint`: the settings fingerprint it must have (None: not checked). `inputs`: the
+    current input fingerprint (`input_fingerprint`), or a function giving it, called only when everything else
+    holds (hashing the inputs is the costly part); None: not checked."""
+    tile_dir = Path(tile_dir)
+    file = tile_dir / TILE_RECORD
+    if not file.is_file():
+        return "no record", f"no {TILE_RECORD}"
+    record = read_tile_record(tile_dir)
+    if record is None:
+        return "unreadable record", f"{file} is not a JSON object"
+    return record_status(record, tile_dir, fingerprint, inputs)
+
+
+def record_status(record: dict[str, Any], tile_dir: str | os.PathLike, fingerprint: str | None = None,
+                  inputs: dict[str, Any] | Callable[[], dict[str, Any]] | None = None) -> tuple[str, str] | None:
+    """`tile_status` for a record already read from `tile_dir`."""
+    tile_dir = Path(tile_dir)
+    outputs = record.get("outputs")
+    if (record.get("format") != RECORD_FORMAT or not isinstance(outputs, dict) or not outputs
+            or not isinstance(record.get("input"), dict)):
+        return "old-format record", f"{tile_dir / TILE_RECORD} lists no outputs or input fingerprint (older format)"
+    if fingerprint is not None and record.get("fingerprint") != fingerprint:
+        return "settings changed", f"fingerprint {record.get('fingerprint')} != {fingerprint}"
+    missing, changed = [], []
+    for name, meta in sorted(outputs.items()):
+        path = tile_dir / name
+        if Path(name).name != name or not path.is_file():  # only plain file names of the tile's own folder
+            missing.append(name)
+        elif not isinstance(meta, dict) or path.stat().st_size != meta.get("bytes"):
+            changed.append(name)
+    if missing:
+        return "outputs missing", ", ".join(missing)
+    if changed:
+        return "outputs changed", f"{', '.join(changed)}: another size than recorded"
+    if inputs is not None:
+        current = inputs() if callable(inputs) else inputs
+        if record["input"] != current:
+            what = [k for k in sorted(set(current) | set(record["input"]))
+                    if current.get(k) != record["input"].get(k)]
+            return "input changed", ", ".join(what)
+    return None
 
 
 def free_memory(device: torch.device) -> None:
@@ -376,6 +459,7 @@ class RunSummary:
     tiles: list[str] = field(default_factory=list)  # this shard's tiles
     processed: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
+    redone: list[tuple[str, str]] = field(default_factory=list)  # (tile, why): had a record but was not finished
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
     metrics: dict[str, Any] | None = None  # cumulative (after the merge), when this run merged
     seconds: float = 0.0
@@ -383,8 +467,14 @@ class RunSummary:
     provenance: dict[str, Any] | None = None
 
     def report(self) -> str:
+        redone = ""
+        if self.redone:
+            counts: dict[str, int] = {}
+            for _, why in self.redone:
+                counts[why] = counts.get(why, 0) + 1
+            redone = f"; {len(self.redone)} redone: " + ", ".join(f"{why} ({n})" for why, n in counts.items())
         lines = [f"shard {self.shard[0]}/{self.shard[1]}: {len(self.tiles)} tiles: {len(self.processed)} segmented, "
-                 f"{len(self.resumed)} already finished, {len(self.skipped)} skipped; {self.seconds:.1f} s"]
+                 f"{len(self.resumed)} already finished, {len(self.skipped)} skipped{redone}; {self.seconds:.1f} s"]
         lines += [f"  skipped {what}: {why}" for what, why in self.skipped]
         if self.metrics is not None and self.metrics.get("oa") is not None:
             lines.append(f"cumulative OA {self.metrics['oa']:.4f}, mIoU {self.metrics['miou']:.4f}, "
@@ -430,13 +520,26 @@ def run(config: ZeroShotConfig | str | os.PathLike, *, shard: tuple[int, int] = 
     bar = tqdm(mine, desc=f"tiles (shard {shard[0]}/{shard[1]})", disable=not progress)
     for tile in bar:
         tile_dir = vis_dir / tile.name
-        previous = read_tile_record(tile_dir)
-        if resume and previous is not None and previous.get("fingerprint") == fingerprint:
+        hashed: list[dict[str, Any]] = []  # the tile's input fingerprint, computed at most once
+
+        def current_inputs(tile=tile, hashed=hashed) -> dict[str, Any]:
+            if not hashed:
+                hashed.append(input_fingerprint(tile, config))
+            return hashed[0]
+
+        try:
+            status = tile_status(tile_dir, fingerprint, current_inputs) if resume else ("resume off", "")
+        except OSError as exc:  # an input file that cannot be read: loading it below reports it
+            status = ("input unreadable", str(exc))
+        if status is None:
             summary.resumed.append(tile.name)
             continue
-        if previous is not None and resume:
-            log.warning("%s: finished with other settings; segmenting it again", tile_dir)
+        if resume and status[0] != "no record":
+            summary.redone.append((tile.name, status[0]))
+            log.warning("%s: not finished (%s: %s); segmenting it again", tile_dir, *status)
+        (tile_dir / TILE_RECORD).unlink(missing_ok=True)  # no stale record claims the tile while it is redone
         try:
+            inputs = current_inputs()  # hashed before loading: if a file changes in between, the next run redoes it
             sample = dataset.load(tile)
             image = sample["image"]
             if image.shape[0] != 3:
@@ -444,7 +547,8 @@ def run(config: ZeroShotConfig | str | os.PathLike, *, shard: tuple[int, int] = 
             prediction = segmenter.segment(image, tile.name)
             gt = sample["mask"].numpy() if tile.label is not None else None
             record = {"tile": tile.name, "image": str(tile.image), "label": str(tile.label) if tile.label else None,
-                      "size": list(image.shape[-2:]), "fingerprint": fingerprint, "classes": list(config.classes),
+                      "size": list(image.shape[-2:]), "fingerprint": fingerprint, "input": inputs,
+                      "classes": list(config.classes),
                       "untrained": segmenter.untrained, "provenance": summary.provenance}
             write_tile(tile_dir, image.permute(1, 2, 0).numpy(), prediction, gt, segmenter, record=record)
             summary.processed.append(tile.name)
@@ -459,6 +563,7 @@ def run(config: ZeroShotConfig | str | os.PathLike, *, shard: tuple[int, int] = 
     shard_file = out_dir / "shards" / f"shard-{shard[0]:03d}-of-{shard[1]:03d}.json"
     write_json(shard_file, {"shard": list(shard), "fingerprint": fingerprint, "tiles": summary.tiles,
                             "processed": summary.processed, "resumed": summary.resumed,
+                            "redone": [list(r) for r in summary.redone],
                             "skipped": [list(s) for s in summary.skipped], "seconds": round(summary.seconds, 3)})
     if summary.skipped:
         log.warning("shard %s: skipped %d: %s", shard, len(summary.skipped),
@@ -471,7 +576,8 @@ def run(config: ZeroShotConfig | str | os.PathLike, *, shard: tuple[int, int] = 
 
 
 # -- merge ---------------------------------------------------------------------------------------------
-def _records(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+def _records(out_dir: Path) -> tuple[dict[str, Any], list[tuple[Path, dict[str, Any]]], list[dict[str, Any]]]:
+    """The run's settings, its tile records (with the folder each was found in), its shard reports."""
     run_file = out_dir / RUN_CONFIG
     if not run_file.is_file():
         raise ConfigError(f"{out_dir}: no {RUN_CONFIG}; is this an rs-infer output folder (output.base_dir)?")
@@ -479,10 +585,12 @@ def _records(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[
     vis = out_dir / run_info["visualizations_subdir"]
     records = []
     for file in sorted(vis.rglob(TILE_RECORD)) if vis.is_dir() else []:
-        try:
-            records.append(json.loads(file.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            log.warning("%s: unreadable (%s); left out of the merge", file, exc)
+        record = read_tile_record(file.parent)
+        if record is None:
+            log.warning("%s: unreadable; left out of the merge", file)
+            continue
+        record.setdefault("tile", file.parent.relative_to(vis).as_posix())
+        records.append((file.parent, record))
     shards = [json.loads(f.read_text()) for f in sorted((out_dir / "shards").glob("shard-*.json"))]
     return run_info, records, shards
 
@@ -499,13 +607,18 @@ def merge_outputs(dirs: Iterable[str | os.PathLike], out: str | os.PathLike | No
     out = Path(out) if out is not None else dirs[0]
     infos, tiles, shards = [], {}, []
     stale: list[str] = []
+    incomplete: dict[str, str] = {}  # tile -> why its record does not count (outputs missing, old format)
     for d in dirs:
         run_info, records, shard_files = _records(d)
         infos.append(run_info)
         shards += shard_files
-        for rec in records:
+        for tile_dir, rec in records:
             if rec.get("fingerprint") != run_info["fingerprint"]:
                 stale.append(rec["tile"])
+                continue
+            status = record_status(rec, tile_dir)
+            if status is not None:
+                incomplete[rec["tile"]] = f"{status[0]}: {status[1]} (in {tile_dir})"
                 continue
             if rec["tile"] in tiles and tiles[rec["tile"]].get("confusion") != rec.get("confusion"):
                 raise ConfigError(f"tile {rec['tile']!r} was segmented twice with different results (in {d}); "
@@ -517,7 +630,8 @@ def merge_outputs(dirs: Iterable[str | os.PathLike], out: str | os.PathLike | No
                           f"(fingerprints {sorted(fingerprints)}); merge only shards of one run")
     classes = infos[0]["classes"]
     untrained = any(i.get("untrained") for i in infos)
-    expected = {t for s in shards for t in s.get("tiles", [])}
+    incomplete = {t: why for t, why in incomplete.items() if t not in tiles}  # finished in another folder
+    expected = {t for s in shards for t in s.get("tiles", [])} | set(incomplete)
     missing = sorted(expected - set(tiles) - {w for s in shards for w, _ in s.get("skipped", [])})
     skipped = sorted({tuple(x) for s in shards for x in s.get("skipped", [])})
     total = torch.zeros(len(classes), len(classes), dtype=torch.long)
@@ -531,13 +645,16 @@ def merge_outputs(dirs: Iterable[str | os.PathLike], out: str | os.PathLike | No
               "mf1": overall["mf1"] if overall else None, "per_class": overall["per_class"] if overall else None,
               "pixels": overall["pixels"] if overall else 0, "classes": classes, "confusion": total.tolist(),
               "tiles": len(tiles), "tiles_with_labels": labelled, "skipped": [list(s) for s in skipped],
-              "missing": missing, "stale": sorted(set(stale)), "folders": [str(d) for d in dirs],
+              "missing": missing, "incomplete": [[t, incomplete[t]] for t in sorted(incomplete)],
+              "stale": sorted(set(stale)), "folders": [str(d) for d in dirs],
               "fingerprint": infos[0]["fingerprint"], "provenance": infos[0].get("provenance"),
               "untrained": untrained}
     if untrained:
         result["note"] = UNTRAINED_NOTE
     if missing:
         log.warning("merge: %d tile(s) of the shards are not finished yet: %s", len(missing), missing[:10])
+    for name in sorted(incomplete):
+        log.warning("merge: tile %s left out, not finished: %s", name, incomplete[name])
     write_json(out / "metrics.json", result)
     rows = []
     for name in sorted(tiles):
@@ -588,5 +705,5 @@ def ablation(segmenter: ZeroShotSegmenter, samples: Sequence[dict], variants: Se
     return pd.DataFrame(rows)
 
 
-__all__ = ["RunSummary", "TilePrediction", "ZeroShotSegmenter", "ablation", "merge_outputs", "open_tiles",
-           "parse_shard", "run", "shard_tiles"]
+__all__ = ["RunSummary", "TilePrediction", "ZeroShotSegmenter", "ablation", "file_fingerprint", "input_fingerprint",
+           "merge_outputs", "open_tiles", "parse_shard", "record_status", "run", "shard_tiles", "tile_status"]

@@ -15,7 +15,7 @@ import numpy as np
 
 from clipseg_lab.provenance import Provenance
 from clipseg_lab.zeroshot.config import ZeroShotConfig
-from clipseg_lab.zeroshot.pipeline import RunSummary, open_tiles, read_tile_record
+from clipseg_lab.zeroshot.pipeline import RunSummary, open_tiles, tile_status
 
 
 def per_class_table(metrics: Mapping[str, Any]):
@@ -38,15 +38,16 @@ def per_class_table(metrics: Mapping[str, Any]):
 
 
 def summary_table(runs: Mapping[str, RunSummary]):
-    """One row per run: tiles segmented / resumed / skipped, OA, mIoU, mF1, seconds, and whether it was untrained."""
+    """One row per run: tiles segmented / resumed / redone (of the segmented: had a record but were not finished) /
+    skipped, OA, mIoU, mF1, seconds, and whether it was untrained."""
     import pandas as pd
 
     rows = {}
     for name, s in runs.items():
         m = s.metrics or {}
         rows[name] = {"tiles": len(s.tiles), "segmented": len(s.processed), "resumed": len(s.resumed),
-                      "skipped": len(s.skipped), "labelled tiles": m.get("tiles_with_labels"), "OA": m.get("oa"),
-                      "mIoU": m.get("miou"), "mF1": m.get("mf1"), "seconds": round(s.seconds, 2),
+                      "redone": len(s.redone), "skipped": len(s.skipped), "labelled tiles": m.get("tiles_with_labels"),
+                      "OA": m.get("oa"), "mIoU": m.get("miou"), "mF1": m.get("mf1"), "seconds": round(s.seconds, 2),
                       "untrained": s.untrained}
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -60,13 +61,13 @@ def run_provenance(summary: RunSummary) -> Provenance:
 
 def tile_rows(config: ZeroShotConfig, out_dir: str | os.PathLike | None = None, limit: int | None = None,
               labelled_first: bool = True) -> list[dict[str, Any]]:
-    """Finished tiles of a run as rows for `zeroshot.viz.plot_tiles`: name, image, the written prediction
-    (`pred_labels.png`) and the ground truth (None without a label)."""
+    """Finished tiles of a run (a record whose listed outputs all exist) as rows for `zeroshot.viz.plot_tiles`:
+    name, image, the written prediction (`pred_labels.png`) and the ground truth (None without a label)."""
     from PIL import Image
 
     vis = Path(out_dir or config.output.base_dir) / config.output.visualizations_subdir
     dataset = open_tiles(config)
-    tiles = [t for t in sorted(dataset.records, key=lambda t: t.name) if read_tile_record(vis / t.name) is not None]
+    tiles = [t for t in sorted(dataset.records, key=lambda t: t.name) if tile_status(vis / t.name) is None]
     if labelled_first:
         tiles.sort(key=lambda t: t.label is None)
     rows = []
