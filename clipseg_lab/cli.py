@@ -4,55 +4,53 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
+import traceback
 from pathlib import Path
 
 from clipseg_lab.errors import ClipsegLabError
-
-
-def _slug(text: str, limit: int = 40) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from PIL import Image
+    from tqdm.auto import tqdm
 
-    import clipseg_lab as cl
-    from clipseg_lab.files import save_png, write_json
-    from clipseg_lab.viz import plot_prompts, save_figure
+    from clipseg_lab.backbones.loading import check_backbone_name
+    from clipseg_lab.backbones.names import TINY_RANDOM
+    from clipseg_lab.backbones.tokenizer import check_prompts
+    from clipseg_lab.batch import check_out_dir, collect_images, segment_images
+    from clipseg_lab.data.images import load_rgb
+    from clipseg_lab.models.loading import load_default_model
+    from clipseg_lab.models.registry import get_preset
 
-    image = cl.data.load_rgb(args.image)  # fail on a bad image before loading any weights
-    if args.checkpoint:
-        model = cl.load_model(args.checkpoint, backbone=args.backbone, device=args.device)
-    else:
-        model = cl.build_model(args.model, backbone=args.backbone or "ViT-B/16", device=args.device)
+    # everything that can be wrong with the arguments fails here, before any weights are loaded
+    images = collect_images(args.input)
+    check_out_dir(args.out, images, overwrite=args.overwrite)
+    check_prompts(args.prompts)
+    if len(images) == 1:
+        load_rgb(images[0])  # one image: an unreadable one is the command's error
+    if args.backbone:
+        check_backbone_name(args.backbone)
+    if args.model is not None:
+        get_preset(args.model)
+    model = load_default_model(checkpoint=args.checkpoint, backbone=args.backbone,
+                               preset=args.model or "clipseg-rd64", device=args.device)
+    if args.model is not None and (args.checkpoint or args.backbone != TINY_RANDOM):
+        print(f"warning: --model {args.model} is not used: the "
+              f"{'checkpoint' if args.checkpoint else 'released model'} brings its own decoder", file=sys.stderr)
     prov = model.provenance
     if prov.untrained:
         print(f"warning: {prov.caption()}: untrained weights, the masks show no learned segmentation. "
               "Pass --checkpoint and a real --backbone for real results.", file=sys.stderr)
-    seg = cl.Segmenter(model)
-    seg.set_image(image)
-    probs = seg.predict(args.prompts)
-    out = Path(args.out or Path("outputs") / Path(args.image).stem)
-    meta = {"provenance": prov.caption(), "image": str(args.image)}
-    files = []
-    for i, (prompt, p) in enumerate(zip(args.prompts, probs)):
-        values = (p > args.threshold).numpy() * 255 if args.threshold is not None else p.numpy() * 255
-        path = out / f"{i:02d}_{_slug(prompt)}.png"
-        save_png(Image.fromarray(np.round(values).astype(np.uint8)), path, {**meta, "prompt": prompt})
-        files.append(path.name)
-    fig = plot_prompts(seg.image, probs, args.prompts, prov, threshold=args.threshold)
-    save_figure(fig, out / "overlay.png", provenance=prov, data=str(args.image))
-    plt.close(fig)
-    write_json(out / "segment.json", {"image": str(args.image), "prompts": args.prompts, "masks": files,
-                                      "threshold": args.threshold, "provenance": prov.as_dict()})
-    print(f"wrote {len(files)} masks and overlay.png to {out}")
+    result = segment_images(images, args.prompts, model, args.out, threshold=args.threshold,
+                            overwrite=args.overwrite, progress=not args.no_progress,
+                            report=lambda line: tqdm.write(line, file=sys.stderr))
+    print(result.report())
+    if not result.succeeded:
+        print(f"error: none of the {len(images)} input image(s) could be segmented", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -60,6 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from clipseg_lab.engine import TrainConfig, train
 
     config = TrainConfig.from_yaml(args.config)
+    if args.init_from:
+        config.model.init_from = args.init_from
     if args.out:
         config.out_dir = args.out
     if args.device:
@@ -80,11 +80,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import yaml
 
     import clipseg_lab as cl
-    from clipseg_lab.data.registry import open_dataset
+    from clipseg_lab.data.registry import DATASETS, open_dataset
     from clipseg_lab.engine.evaluate import analysis_figures, evaluate_model, plot_predictions, write_evaluation
     from clipseg_lab.errors import ConfigError
     from clipseg_lab.viz import save_figure
 
+    if args.dataset not in DATASETS:  # the unknown-name error (with its suggestion) before any weights load
+        open_dataset(args.dataset, args.data, args.split)
     model = cl.load_model(args.checkpoint, backbone=args.backbone, device=args.device)
     # the loader options the checkpoint was trained with (e.g. SyntheticShapes' mode), for the same dataset
     trained_on = (model.provenance.extra.get("config") or {}).get("data") or {}
@@ -215,41 +217,92 @@ def cmd_rs_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def probability(text: str) -> float:
+    """argparse type: a float in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a probability in [0, 1], e.g. 0.5") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is not a probability in [0, 1], e.g. 0.5")
+    return value
+
+
+CHECKPOINT_FORMATS = ("a hub id (e.g. CIDAS/clipseg-rd64-refined), a Hugging Face CLIPSeg "
+                      "directory, an original CLIPSeg decoder .pth (rd64-uni.pth, rd64-uni-refined.pth, rd16-uni.pth) "
+                      "or a clipseg-lab .safetensors from `clipseg-lab train`")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clipseg-lab", description="Text-prompted segmentation on a frozen CLIP.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what is loaded and from where")
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's -v only sets the flag, so `clipseg-lab -v segment` is not undone by its default
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log what is loaded and from where")
+    parser = _Parser(prog="clipseg-lab", description="Text-prompted segmentation on a frozen CLIP.")
+    parser.add_argument("-v", "--verbose", action="store_true", default=False, help="log what is loaded and from where")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("segment", help="segment one image for one or more text prompts",
-                       description="Writes one mask PNG per prompt, overlay.png and segment.json.")
-    p.add_argument("image", help="image file (any format Pillow reads)")
+    def add_parser(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    p = add_parser("segment", help="segment images (a file, a folder or a glob) for one or more text prompts",
+                   description="Builds the model once, then writes OUT/<image name>/ for every image: one mask PNG "
+                               "per prompt (00_a-cat.png, ...), overlay.png and segment.json (written last); and "
+                               "OUT/summary.csv with image, prompt, mean_probability and area_fraction (the mask's "
+                               "area at --threshold, or at 0.5 without one). A rerun into the same OUT skips images "
+                               "whose outputs are complete for the same prompts, threshold, model and input file, "
+                               "and redoes the rest. Unreadable images are reported and skipped.")
+    p.add_argument("input", metavar="INPUT",
+                   help="an image file (any format Pillow reads), a folder (its image files, not recursive) or a "
+                        "quoted glob, e.g. \"photos/*.jpg\"")
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="text prompt(s), e.g. 'a cat'")
-    p.add_argument("--model", default="clipseg-rd64", help="model preset (default clipseg-rd64; see list_models())")
+    p.add_argument("--checkpoint", default=None,
+                   help=f"the model: {CHECKPOINT_FORMATS}. Default: the released CIDAS/clipseg-rd64-refined (from "
+                        "$CLIPSEG_LAB_WEIGHTS, the Hugging Face cache, or the hub when online)")
     p.add_argument("--backbone", default=None,
-                   help="CLIP backbone: ViT-B/16 (default), a hub id, a local dir, an OpenAI .pt, or tiny-random")
-    p.add_argument("--checkpoint", default=None, help="trained decoder checkpoint (.safetensors from clipseg-lab)")
-    p.add_argument("--out", default=None, help="output folder (default outputs/<image name>)")
-    p.add_argument("--threshold", type=float, default=None, help="write binary masks at this probability")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+                   help="CLIP backbone (default: the checkpoint's, or ViT-B/16 for the released model): a name, hub "
+                        "id, local dir, OpenAI .pt, or tiny-random (an untrained smoke model, with --model)")
+    p.add_argument("--model", default=None,
+                   help="decoder preset for an untrained smoke model on --backbone tiny-random (default clipseg-rd64; "
+                        "see list_models()); checkpoints and the released model bring their own")
+    p.add_argument("--out", default="outputs", help="output folder (default outputs/): OUT/<image name>/ per image")
+    p.add_argument("--threshold", type=probability, default=None,
+                   help="write binary masks (0/255) at this probability in [0, 1] (default: probability masks); "
+                        "summary.csv's area_fraction uses it, or 0.5 without one")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty OUT that segment did not write (replaces only segment's own files)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when present)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("train", help="train a decoder from a YAML config",
+    p = add_parser("train", help="train a decoder from a YAML config",
                        description="Writes training_config.json, training_log.csv, checkpoints/, snapshots/ and "
                                    "evaluation_results.json into the config's out_dir.")
     p.add_argument("--config", required=True, help="YAML file (see configs/)")
     p.add_argument("--out", default=None, help="override out_dir")
-    p.add_argument("--device", default=None, help="cpu or cuda")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the config's)")
     p.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.safetensors")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start the decoder from these weights (sets model.init_from; same forms as evaluate's "
+                        "--checkpoint)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a model on a dataset split (JSON + CSV, optional figure)")
-    p.add_argument("--checkpoint", required=True, help="our .safetensors, a CLIPSeg HF dir / hub id, or a .pth")
+    p = add_parser("evaluate", help="evaluate a model on a dataset split (JSON + CSV, optional figure)")
+    p.add_argument("--checkpoint", required=True, help=f"the model: {CHECKPOINT_FORMATS}")
     p.add_argument("--dataset", required=True, help="a dataset name (see `clipseg-lab prepare --help`)")
     p.add_argument("--data", default=None, help="the dataset's folder or annotation file")
     p.add_argument("--split", default="val")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--backbone", default=None, help="backbone override (default: the checkpoint's)")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=probability, default=0.5,
+                   help="mask probability threshold in [0, 1] (default 0.5)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--visualize-samples", type=int, default=0, metavar="N",
                    help="also save, for N samples: image | ground truth | prediction (samples.png), per-class "
@@ -259,10 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
                    help="a dataset loader option (YAML value), repeatable; default: the options the checkpoint was "
                         "trained with when --dataset is its training dataset")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when present)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("prepare", help="write a resized, rasterised copy of a dataset (Train/Val/Test)",
+    p = add_parser("prepare", help="write a resized, rasterised copy of a dataset (Train/Val/Test)",
                        description="Images at the network and backbone sizes, masks (nearest), samples.csv, manifest.")
     p.add_argument("--dataset", required=True,
                    help="oxford_pet, phrasecut, refcoco, refcoco+, refcocog, potsdam, vaihingen, loveda, synthetic_shapes")
@@ -276,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("hypothesis", help="test: do intensities vary less inside objects than across boundaries?",
+    p = add_parser("hypothesis", help="test: do intensities vary less inside objects than across boundaries?",
                        description="Two populations of grayscale (ITU-R 601-2 luma) differences |I(p) - I(q)|: A, "
                                    "pairs inside one object; B, pairs across objects (ignored pixels excluded). "
                                    "Welch's t (dof, p, CI, Hedges' g), Mann-Whitney U, a per-image paired test and "
@@ -304,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_hypothesis)
 
-    p = sub.add_parser("rs-infer", help="training-free segmentation of remote-sensing tiles (ReSeg-CLIP and relatives)",
+    p = add_parser("rs-infer", help="training-free segmentation of remote-sensing tiles (ReSeg-CLIP and relatives)",
                        description="Walks every tile of input.dir (<tile>/R_G_B_IR.png + L.png folders, recursively, "
                                    "or mmseg img_dir/ann_dir) and writes output.base_dir/visualizations_subdir/<tile>/"
                                    "{pred_mask,pred_overlay,gt_mask,gt_overlay}.png and tile.json, plus metrics.json "
@@ -329,12 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "--set templates=none; repeatable, applied after the options above")
     p.set_defaults(func=cmd_rs_infer)
 
-    p = sub.add_parser("rs-merge", help="combine the metrics of rs-infer shards (sums their confusion matrices)")
+    p = add_parser("rs-merge", help="combine the metrics of rs-infer shards (sums their confusion matrices)")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="rs-infer output folder(s) (output.base_dir)")
     p.add_argument("--out", default=None, help="where metrics.json and the CSVs go (default: the first DIR)")
     p.set_defaults(func=cmd_rs_merge)
 
-    p = sub.add_parser("notebooks", help="run the numbered notebooks headless through papermill",
+    p = add_parser("notebooks", help="run the numbered notebooks headless through papermill",
                        description="Executes notebooks/NN_*.ipynb in order with params/<profile>.yaml.")
     p.add_argument("--profile", default="smoke", choices=["smoke", "full"])
     p.add_argument("--only", action="append", help="notebook numbers, e.g. --only 00,02")
@@ -345,14 +398,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's or the environment's problem: one `error:` line, exit 2, no traceback."""
+    from clipseg_lab.data.base import DatasetError
+    from clipseg_lab.data.masks import MaskError
+
+    return ClipsegLabError, DatasetError, MaskError, OSError  # OSError: FileExistsError, PermissionError, ...
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
+        if getattr(args, "device", None) is not None:  # every subcommand with --device: one check, one message
+            from clipseg_lab.devices import check_device
+
+            check_device(args.device)
         return args.func(args)
-    except ClipsegLabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
+        if args.verbose and not isinstance(exc, ClipsegLabError):
+            traceback.print_exc()
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines) or type(exc).__name__
 
 
 if __name__ == "__main__":

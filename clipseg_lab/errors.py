@@ -32,3 +32,11 @@ class PromptError(ClipsegLabError, ValueError):
 
 class ConfigError(ClipsegLabError, ValueError):
     """A configuration with unknown keys or impossible values."""
+
+
+class DeviceError(ClipsegLabError, ValueError):
+    """A device name that torch does not know, or one this machine does not have (e.g. cuda without CUDA)."""
+
+
+class OutputDirError(ClipsegLabError, ValueError):
+    """An output folder that may not be written: another tool's files, or one that holds the inputs."""

@@ -55,11 +55,16 @@ def split_prompts(text: str) -> list[str]:
 class PromptExplorer:
     """`PromptExplorer(models, images).widget()` in a notebook; see the module docstring."""
 
-    def __init__(self, models: Mapping[str, torch.nn.Module], images: Mapping[str, ImageLike], *,
+    def __init__(self, models: Mapping[str, torch.nn.Module] | None, images: Mapping[str, ImageLike], *,
                  prompts: str = "a cat; a dog", threshold: float = 0.5, alpha: float = 0.5, keep_images: int = 8,
                  keep_predictions: int = 64):
+        """`models`: label -> model; None gives the released CIDAS/clipseg-rd64-refined (`load_default_model`)."""
         import ipywidgets as w
 
+        if models is None:
+            from clipseg_lab.models.loading import DEFAULT_CHECKPOINT, load_default_model
+
+            models = {DEFAULT_CHECKPOINT: load_default_model()}
         if not models or not images:
             raise ValueError("PromptExplorer needs at least one model and one image")
         self.models = dict(models)

@@ -64,6 +64,49 @@ def notebook_parameters(notebook: Path, params: dict[str, Any], **fixed: Any) ->
     return {k: v for k, v in values.items() if k in declared}
 
 
+EMBEDDED_MAX_SIDE = 720  # executed copies show figures at screen size; figures/ keeps them full size
+
+
+def compact_png(data: bytes, max_side: int | None = None) -> bytes:
+    """A PNG re-encoded light: RGB quantised to 256 colours (no dithering: flat areas stay flat), optionally
+    scaled down to `max_side`; text chunks (provenance) are kept."""
+    import io
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    image = Image.open(io.BytesIO(data))
+    info = PngInfo()
+    for key, value in (getattr(image, "text", None) or {}).items():
+        info.add_text(key, value)
+    rgb = image.convert("RGB")
+    if max_side and max(rgb.size) > max_side:
+        scale = max_side / max(rgb.size)
+        rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.LANCZOS)
+    out = io.BytesIO()
+    rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(out, "PNG", optimize=True,
+                                                                                   pnginfo=info)
+    return out.getvalue() if out.tell() < len(data) else data
+
+
+def shrink_embedded_images(notebook: Path, max_side: int = EMBEDDED_MAX_SIDE) -> None:
+    """Executed copies embed every figure as base64 PNG: scale them to screen size so a run stays a few MB."""
+    import base64
+
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            if png:
+                output["data"]["image/png"] = base64.b64encode(compact_png(base64.b64decode(png), max_side)).decode()
+    from clipseg_lab.files import atomic_path
+
+    with atomic_path(notebook) as tmp:
+        nbformat.write(nb, tmp)
+
+
 @contextlib.contextmanager
 def _environment(**variables: str):
     """Environment variables for the kernels started inside the block (they inherit os.environ)."""
@@ -125,6 +168,8 @@ def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device:
         except Exception as exc:  # kernel died, notebook unreadable, ...
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         record["seconds"] = round(time.perf_counter() - start, 2)
+        if (run_root / book.name).is_file():
+            shrink_embedded_images(run_root / book.name)
         write_json(run_root / "manifest.json", manifest)
         print(f"{book.name}: {record['status']} in {record['seconds']:.1f} s"
               + (f" -- cell {record.get('cell')}: {record['error']}" if record["status"] != "ok" else ""), flush=True)

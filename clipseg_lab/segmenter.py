@@ -28,6 +28,14 @@ class Segmenter:
         self.image: torch.Tensor | None = None  # (3, H, W) uint8
         self.features: ImageFeatures | None = None
 
+    @classmethod
+    def from_pretrained(cls, checkpoint=None, backbone=None, device=None, **options) -> Segmenter:
+        """A Segmenter over `load_default_model(checkpoint, backbone)`: with neither, the released
+        CIDAS/clipseg-rd64-refined (found in $CLIPSEG_LAB_WEIGHTS, the Hugging Face cache, or downloaded)."""
+        from clipseg_lab.models.loading import load_default_model
+
+        return cls(load_default_model(checkpoint, backbone=backbone, device=device), **options)
+
     @property
     def provenance(self):
         return self.model.provenance

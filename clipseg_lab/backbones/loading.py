@@ -13,7 +13,7 @@ from transformers import CLIPConfig, CLIPModel
 
 from clipseg_lab.backbones.clip_backbone import CLIP_MEAN, CLIP_STD, ClipBackbone
 from clipseg_lab.backbones.convert import openai_config, openai_to_hf
-from clipseg_lab.backbones.names import TINY_RANDOM, known_names, looks_like_path, lookup
+from clipseg_lab.backbones.names import TINY_RANDOM, known_names, looks_like_path, lookup, unknown_backbone_message
 from clipseg_lab.backbones.weights import ResolvedWeights, resolve_weights
 from clipseg_lab.errors import UnknownNameError, WeightsFormatError
 
@@ -66,9 +66,7 @@ def load_backbone(name_or_path: str | os.PathLike, device: str | torch.device | 
         backbone = ClipBackbone(model, name=TINY_RANDOM, source=f"random init, seed {TINY_RANDOM_SEED}", trained=False)
         return backbone.to(device=device, dtype=dtype)
 
-    if not Path(text).expanduser().exists() and lookup(text) is None and _is_unknown_name(text):
-        raise UnknownNameError(f"unknown backbone {text!r}. Known names: {', '.join(known_names())}; "
-                               "or a Hugging Face hub id, a local CLIP directory or an OpenAI .pt file.")
+    check_backbone_name(text)
     resolved = resolve_weights(text, allow_download=allow_download)
     if resolved.kind == "hf_dir":
         model, mean, std = _load_hf_dir(resolved.path, dtype)
@@ -77,6 +75,16 @@ def load_backbone(name_or_path: str | os.PathLike, device: str | torch.device | 
     backbone = ClipBackbone(model, name=resolved.name, source=str(resolved.path), trained=True, mean=mean, std=std)
     log.info("loaded backbone %s from %s", resolved.name, resolved.path)
     return backbone.to(device=device, dtype=dtype)
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise `UnknownNameError` (with the closest known name) for a backbone name that can be nothing else:
+    not a path that exists, not a known alias, and not shaped like a hub id."""
+    text = str(name)
+    if text == TINY_RANDOM or Path(text).expanduser().exists() or lookup(text) is not None:
+        return
+    if _is_unknown_name(text):
+        raise UnknownNameError(unknown_backbone_message(text))
 
 
 def _is_unknown_name(text: str) -> bool:

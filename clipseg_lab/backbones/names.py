@@ -45,3 +45,22 @@ def known_names() -> list[str]:
 def looks_like_path(text: str) -> bool:
     """A weights file name or a relative / absolute path, rather than an alias or a hub id."""
     return text.endswith((".pt", ".pth", ".bin", ".safetensors")) or text.startswith((".", "/", "~"))
+
+
+def closest_name(name: str) -> str | None:
+    """The known backbone name nearest to a misspelled one (case-insensitive), for "did you mean" hints."""
+    import difflib
+
+    candidates = {TINY_RANDOM.lower(): TINY_RANDOM}
+    for known in KNOWN_BACKBONES:
+        for text in (known.alias, known.hub_id, known.openai_file):
+            candidates[text.lower()] = text
+    close = difflib.get_close_matches(name.strip().lower(), list(candidates), n=1)
+    return candidates[close[0]] if close else None
+
+
+def unknown_backbone_message(name: str) -> str:
+    close = closest_name(name)
+    hint = f"; did you mean {close!r}?" if close else "."
+    return (f"unknown backbone {name!r}{hint} Known names: {', '.join(known_names())}; "
+            "or a Hugging Face hub id, a local CLIP directory or an OpenAI .pt file.")

@@ -9,6 +9,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from clipseg_lab.errors import ClipsegLabError
+
 log = logging.getLogger(__name__)
 
 # A sample is a dict: "image" uint8 (3, H, W), "mask" uint8 (H, W) (binary 0/1, or class indices with 255 =
@@ -25,7 +27,7 @@ def collate_samples(samples: list[Sample]) -> dict[str, Any]:
             "prompt": [s["prompt"] for s in samples], "name": [str(s["name"]) for s in samples]}
 
 
-class DatasetError(ValueError):
+class DatasetError(ClipsegLabError, ValueError):
     """A dataset folder that cannot be read: empty, missing split file, missing annotation file."""
 
 

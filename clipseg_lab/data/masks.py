@@ -11,13 +11,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from clipseg_lab.data.images import open_image
+from clipseg_lab.errors import ClipsegLabError
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
 
 
-class MaskError(ValueError):
+class MaskError(ClipsegLabError, ValueError):
     """A mask that cannot be used: wrong size, unknown label values, unreadable file."""
 
 
@@ -126,3 +127,26 @@ def check_size(image_hw: tuple[int, int], mask: np.ndarray, *, image: str | Path
     if tuple(mask.shape[:2]) != tuple(image_hw):
         raise MaskError(f"{mask_file}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {image} is "
                         f"{image_hw[1]}x{image_hw[0]}; they must be the same size")
+
+
+def to_binary_mask(array: np.ndarray, *, source: str | Path) -> np.ndarray:
+    """A user's binary mask image as uint8 0/1: 0/1 and 0/255 masks (grey, bilevel or palette PNGs, or colour
+    PNGs whose three channels are equal). Anything else, e.g. anti-aliased edges, is an error naming the file."""
+    array = np.asarray(array)
+    if array.ndim == 3:
+        if array.shape[-1] in (2, 4):  # LA / RGBA: drop the alpha channel
+            array = array[..., :-1]
+        if not (array == array[..., :1]).all():
+            raise MaskError(f"{source}: a colour mask; expected a single-channel binary PNG (0/255 or 0/1)")
+        array = array[..., 0]
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    values = np.flatnonzero(np.bincount(array.ravel(), minlength=2)) if array.dtype == np.uint8 else np.unique(array)
+    values = set(int(v) for v in values)
+    if values <= {0, 1}:
+        return array.astype(np.uint8)
+    if values <= {0, 255}:
+        return (array == 255).astype(np.uint8)
+    shown = sorted(values)
+    listed = ", ".join(map(str, shown[:8])) + (", ..." if len(shown) > 8 else "")
+    raise MaskError(f"{source}: not a binary mask (values {listed}; expected 0/255 or 0/1)")

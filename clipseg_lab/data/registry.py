@@ -67,6 +67,18 @@ def _pennfudan(root, split, **kw):
     return PennFudan(root, split, **kw)
 
 
+def _folder(root, split, **kw):
+    from clipseg_lab.data.folder import FolderReferring
+
+    return FolderReferring(root, split, **kw)
+
+
+def _folder_semantic(root, split, **kw):
+    from clipseg_lab.data.folder import FolderSemantic
+
+    return FolderSemantic(root, split, **kw)
+
+
 def _shapes(root, split, **kw):
     from clipseg_lab.data.synthetic import SyntheticShapes
 
@@ -86,6 +98,8 @@ DATASETS: dict[str, DatasetEntry] = {
     "loveda": DatasetEntry(_tiles("loveda"), {"Train": "train", "Val": "val", "Test": "test"}, "semantic"),
     "cityscapes": DatasetEntry(_cityscapes, {"Train": "train", "Val": "val", "Test": "test"}, "instance"),
     "pennfudan": DatasetEntry(_pennfudan, {"Train": "train", "Val": "val", "Test": "test"}, "instance"),
+    "folder": DatasetEntry(_folder, {"Train": "train", "Val": "val", "Test": "test"}, "referring"),
+    "folder-semantic": DatasetEntry(_folder_semantic, {"Train": "train", "Val": "val", "Test": "test"}, "semantic"),
     "synthetic_shapes": DatasetEntry(_shapes, {"Train": "train", "Val": "val", "Test": "test"}, "referring"),
 }
 
@@ -93,5 +107,9 @@ DATASETS: dict[str, DatasetEntry] = {
 def open_dataset(name: str, root: str | Path | None, split: str, **options: Any):
     """A dataset by registry name; `split` is the dataset's own split name (train, val, testA, ...)."""
     if name not in DATASETS:
-        raise UnknownNameError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        import difflib
+
+        close = difflib.get_close_matches(name, list(DATASETS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ";"
+        raise UnknownNameError(f"unknown dataset {name!r}{hint} Known: {', '.join(DATASETS)}")
     return DATASETS[name].build(root, split, **options)

@@ -18,6 +18,11 @@ class ModelConfig:
     backbone: str = "tiny-random"
     input_size: int | None = None  # default: the preset's
     options: dict[str, Any] = field(default_factory=dict)  # decoder config overrides, e.g. {dropout: 0.0}
+    # fine-tune instead of starting from a random decoder: anything `load_model` reads (our .safetensors, e.g. a
+    # run's checkpoints/best.safetensors; a Hugging Face CLIPSeg directory or hub id such as
+    # CIDAS/clipseg-rd64-refined, which brings its own CLIP; an original CLIPSeg decoder .pth). `name` must be
+    # the loaded decoder's preset; `options` may change only dropout; validation runs once before epoch 1.
+    init_from: str | None = None
 
 
 @dataclass

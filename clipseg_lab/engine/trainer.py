@@ -31,13 +31,13 @@ from clipseg_lab.data.base import collate_samples
 from clipseg_lab.data.cache import ActivationCache
 from clipseg_lab.data.registry import open_dataset
 from clipseg_lab.data.transforms import JointTransform, WithNegatives
-from clipseg_lab.engine.config import ConfigError, TrainConfig
+from clipseg_lab.engine.config import ConfigError, ModelConfig, TrainConfig
 from clipseg_lab.files import atomic_path, write_json
 from clipseg_lab.losses import LOSSES, build_loss
 from clipseg_lab.metrics import BinaryMetrics, SegmentationMetrics
 from clipseg_lab.models.checkpoint import read_checkpoint_meta, save_model
 from clipseg_lab.models.clip_unet import ClipUNet
-from clipseg_lab.models.registry import SEMANTIC_FAMILIES, build_model, get_preset
+from clipseg_lab.models.registry import FAMILIES, SEMANTIC_FAMILIES, build_model, get_preset
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,93 @@ def _subset(dataset, size: int | None, seed: int):
     return Subset(dataset, order.tolist())
 
 
+# decoder options a fine-tune may change: they shape no weight (every other one must agree with the checkpoint)
+FINE_TUNE_OPTIONS = ("dropout",)
+
+
+def _plain(value):
+    return tuple(_plain(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _architecture(config) -> dict[str, Any]:
+    """A decoder config's fields that decide its weights (what two decoders must share to swap weights)."""
+    return {k: _plain(v) for k, v in dataclasses.asdict(config).items()
+            if k not in FINE_TUNE_OPTIONS and k != "input_size"}
+
+
+def _is_hf_clipseg(source: str) -> bool:
+    """Whether `load_model` reads `source` as a Hugging Face CLIPSeg model (a directory, or a hub id)."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return path.is_dir()
+    return path.suffix not in (".safetensors", ".pth", ".pt", ".bin") and source.count("/") == 1
+
+
+def model_to_fine_tune(config: TrainConfig, options: dict[str, Any], device: torch.device):
+    """`config.model.init_from` loaded with `load_model`, checked against the config: the same preset, no
+    option that contradicts the stored decoder; dropout and input_size may differ. In eval mode, like
+    `build_model`'s models."""
+    from clipseg_lab.models.loading import load_model
+
+    m = config.model
+    source = m.init_from = os.fspath(m.init_from)  # a Path would not go into YAML / JSON
+    default_backbone = ModelConfig.__dataclass_fields__["backbone"].default
+    if _is_hf_clipseg(source):  # it brings its own CLIP
+        if m.backbone not in (None, default_backbone, source):
+            raise ConfigError(f"model.init_from {source} is a Hugging Face CLIPSeg model, which brings its own CLIP "
+                              f"(its clip.* weights); model.backbone {m.backbone!r} cannot replace it. Leave "
+                              f"model.backbone unset (or set it to {source}) to fine-tune on that model's CLIP, or "
+                              "use our .safetensors / an original .pth decoder to choose the backbone.")
+        backbone = None
+    else:  # our .safetensors and original .pth decoders run on the configured backbone
+        backbone = m.backbone
+    loaded = load_model(source, backbone=backbone, device=device)  # a CLIPSeg model's CLIP is named to load again
+
+    if loaded.name != m.name:  # another preset: fine only if it is the same decoder under another name
+        mine, theirs = get_preset(m.name), get_preset(loaded.name)
+        arch = _architecture(loaded.config)
+        wanted = _architecture(FAMILIES[mine.family][0](**mine.config)) if mine.family == theirs.family else None
+        if wanted != arch:
+            differ = (f" ({', '.join(f'{k} {arch[k]!r} vs {wanted[k]!r}' for k in arch if arch[k] != wanted[k])})"
+                      if wanted is not None else f" (a {theirs.family} decoder, not {mine.family})")
+            raise ConfigError(f"model.init_from {source} holds a {loaded.name} decoder, but model.name is {m.name!r}"
+                              f"{differ}; set model.name: {loaded.name} to fine-tune it")
+        loaded.name = loaded.provenance.model = m.name
+
+    stored = dataclasses.asdict(loaded.config)
+    unknown = sorted(set(options) - set(stored))
+    if unknown:
+        raise ConfigError(f"unknown model.options for {m.name}: {', '.join(unknown)}; known: {', '.join(stored)}")
+    clashes = [f"{k}: {_plain(v)!r} (stored: {_plain(stored[k])!r})" for k, v in options.items()
+               if k not in FINE_TUNE_OPTIONS and _plain(v) != _plain(stored[k])]
+    if clashes:
+        derived = " (num_classes follows the dataset's classes)" if any(c.startswith("num_classes") for c in clashes) \
+            and "num_classes" not in m.options else ""
+        raise ConfigError(f"model.options contradict the decoder in model.init_from {source}: {'; '.join(clashes)}"
+                          f"{derived}. A fine-tune keeps the stored architecture: remove these options (only "
+                          f"{', '.join(FINE_TUNE_OPTIONS)} and model.input_size may change)")
+    size = m.input_size or loaded.input_size  # default: the resolution the weights were trained at
+    changes = {k: options[k] for k in FINE_TUNE_OPTIONS if k in options and _plain(options[k]) != _plain(stored[k])}
+    model = loaded
+    if changes or size != loaded.input_size:  # the same weights in a decoder built with the new settings
+        fields = {k: v for k, v in {**stored, **changes}.items() if k != "input_size"}
+        try:
+            model = build_model(m.name, backbone=loaded.backbone, device=device, input_size=size, **fields)
+        except ValueError as exc:
+            raise ConfigError(f"model.init_from {source} with model.input_size {size} / options {changes}: {exc}") \
+                from exc
+        missing, unexpected = model.load_trainable_state_dict(loaded.trainable_state_dict())
+        if missing or unexpected:
+            raise ConfigError(f"model.init_from {source}: the weights do not fit the rebuilt {m.name} (missing "
+                              f"{sorted(missing)}, unexpected {sorted(unexpected)})")
+        for key, value in vars(loaded).items():  # what the loader set (provenance, preprocessing, ...)
+            if not key.startswith("_") and key not in ("config", "input_size", "training"):
+                setattr(model, key, value)
+    model.provenance.decoder = f"fine-tuning from {source} ({loaded.provenance.decoder})"
+    model.provenance.extra = {"init_from": source}
+    return model.eval()
+
+
 class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -132,10 +219,13 @@ class Trainer:
             if classes is None:
                 raise ConfigError(f"{d.dataset} has no class names: set model.options.num_classes")
             options["num_classes"] = len(classes)  # the head follows the dataset's classes
-        use_clip = options.get("use_clip", config.model.name != "unet")
-        backbone = load_backbone(config.model.backbone, device=self.device) if use_clip else None
-        self.model = build_model(config.model.name, backbone=backbone, seed=config.seed, device=self.device,
-                                 input_size=config.model.input_size, **options)
+        if config.model.init_from:  # fine-tuning: the decoder starts from these weights (eval mode, as built)
+            self.model = model_to_fine_tune(config, options, self.device)
+        else:
+            use_clip = options.get("use_clip", config.model.name != "unet")
+            backbone = load_backbone(config.model.backbone, device=self.device) if use_clip else None
+            self.model = build_model(config.model.name, backbone=backbone, seed=config.seed, device=self.device,
+                                     input_size=config.model.input_size, **options)
         self.semantic = isinstance(self.model, ClipUNet)  # multi-class, no prompts
         kind = "multiclass" if self.semantic else "binary"
         if config.loss not in LOSSES or LOSSES[config.loss][0] != kind:
@@ -301,6 +391,8 @@ class Trainer:
     def _save(self, name: str, epoch: int, metrics: dict[str, Any]) -> Path:
         info = {"epoch": epoch, "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                 "config": self.config.to_dict()}
+        if self.config.model.init_from:
+            info["fine_tuned_from"] = self.config.model.init_from
         return save_model(self.model, self.out / "checkpoints" / f"{name}.safetensors", **info)
 
     def _save_state(self, epoch: int, best: float, best_epoch: int, stale: int) -> None:
@@ -343,6 +435,26 @@ class Trainer:
         log_path = self.out / "training_log.csv"
         history = list(csv.DictReader(log_path.open())) if (config.resume and log_path.is_file()) else []
         stopped, best_metrics = f"finished {config.epochs} epochs", {}
+        if config.model.init_from and start == 0 and not any(int(r["epoch"]) == 0 for r in history):
+            # epoch 0: the loaded weights' score, the start of the curve and the first candidate for "best"
+            t0 = time.perf_counter()
+            metrics = self.validate()
+            if main:
+                self.snapshot(0)
+            history.append({"epoch": 0, **{k: metrics[k] for k in LOG_FIELDS if k in metrics},
+                            "seconds": round(time.perf_counter() - t0, 3)})
+            score = metrics[self.monitor]
+            if score > best:
+                best, best_metrics = score, metrics
+            if main:
+                self._write_log(history)
+                self._save("last", 0, metrics)
+                if best_metrics:
+                    self._save("best", 0, metrics)
+                self._save_state(0, best, best_epoch, stale)
+            if self.distributed:
+                dist.barrier()
+            log.info("epoch 0 (%s, before training): val %s %.4f", config.model.init_from, self.monitor, score)
         epoch = start
         for epoch in range(start + 1, config.epochs + 1):
             t0 = time.perf_counter()
@@ -389,8 +501,10 @@ class Trainer:
                    "cache": self.cache.report() if self.cache else "online backbone"}
         if main:
             write_json(self.out / "evaluation_results.json", results)
-        provenance = dataclasses.replace(self.model.provenance,
-                                         decoder=f"trained ({self.out.name}, best epoch {best_epoch})")
+        trained = f"trained ({self.out.name}, best epoch {best_epoch})"
+        if config.model.init_from:
+            trained += f", fine-tuned from {config.model.init_from}"
+        provenance = dataclasses.replace(self.model.provenance, decoder=trained)
         return TrainResult(self.out, epoch, best_epoch, best_metrics, stopped, history, self.monitor, provenance)
 
     def _write_log(self, history: list[dict]) -> None:

@@ -157,15 +157,18 @@ def read_preprocessor_config(path: Path) -> tuple[Normalization, int | None]:
     return norm, (int(size) if size else None)
 
 
-def load_hf_clipseg(path: Path, device=None, dtype=None) -> TextPromptedModel:
-    """A Hugging Face CLIPSeg directory: its own CLIP as the backbone, its decoder as ours."""
+def load_hf_clipseg(path: Path, device=None, dtype=None, name: str | None = None) -> TextPromptedModel:
+    """A Hugging Face CLIPSeg directory: its own CLIP as the backbone, its decoder as ours.
+
+    The backbone is named by what reads it again (`name`: the hub id asked for, else the directory's absolute
+    path; `load_backbone` takes a CLIPSeg model's own CLIP), so checkpoints trained on it load by name."""
     config = read_hf_config(path)
     if config.get("conditional_layer", 0) != 0:
         raise WeightsFormatError(f"{path}: conditional_layer {config['conditional_layer']} is not supported "
                                  "(released CLIPSeg models condition at layer 0)")
     state = read_hf_state_dict(path)
     clip = clip_from_clipseg(config, state, str(path))
-    backbone = ClipBackbone(clip, name=f"CLIP of {path.name}", source=str(path), trained=True,
+    backbone = ClipBackbone(clip, name=name or str(Path(path).resolve()), source=str(path), trained=True,
                             mean=CLIP_MEAN, std=CLIP_STD)
     device = default_device(device)
     backbone = backbone.to(device=device, dtype=default_dtype(dtype, device))

@@ -46,7 +46,7 @@ def load_model(path: str | os.PathLike, backbone: ClipBackbone | str | None = No
     if path.is_dir() and (path / "config.json").is_file():
         model_type = read_hf_config(path).get("model_type")
         if model_type == "clipseg":
-            return load_hf_clipseg(path, device=device)
+            return load_hf_clipseg(path, device=device, name=text if not Path(text).expanduser().exists() else None)
         raise WeightsFormatError(f"{path}: a Hugging Face directory of model_type {model_type!r}, not 'clipseg'. "
                                  "For a CLIP backbone use load_backbone; load_model reads " + "; ".join(FORMATS) + ".")
     raise WeightsFormatError(f"{path}: not a model. load_model reads " + "; ".join(FORMATS) + ".")
@@ -75,6 +75,10 @@ def load_default_model(checkpoint: str | os.PathLike | None = None, backbone: Cl
     if checkpoint is not None:
         return load_model(checkpoint, backbone=backbone, device=device, allow_download=allow_download)
     name = backbone.name if isinstance(backbone, ClipBackbone) else backbone
+    if isinstance(backbone, str):
+        from clipseg_lab.backbones.loading import check_backbone_name
+
+        check_backbone_name(backbone)  # a misspelling is named as one, with the closest known name
     if name == TINY_RANDOM:
         return build_model(preset, backbone=backbone, device=device)
     if name is not None and (lookup(str(name)) is None or lookup(str(name)).alias != RELEASED_BACKBONE):

@@ -119,7 +119,11 @@ def describe_models(kind: str | None = None) -> list[dict[str, Any]]:
 
 def get_preset(name: str) -> ModelPreset:
     if name not in PRESETS:
-        raise UnknownNameError(f"unknown model {name!r}. Known models: {', '.join(list_models())}")
+        import difflib
+
+        close = difflib.get_close_matches(name, list(PRESETS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        raise UnknownNameError(f"unknown model {name!r}{hint} Known models: {', '.join(list_models())}")
     return PRESETS[name]
 
 

@@ -1,38 +1,85 @@
-"""Every numbered notebook runs headless through papermill in the smoke profile.
+"""Every numbered notebook runs headless through papermill in the smoke profile, as a user's first command does.
 
-Outputs go to a temporary folder, never to the tracked figures/ and papermill_runs/.
+The main run works in a copy of the working tree's tracked files (committed outputs included, so uncommitted work
+is what is tested) with no `../shared` beside it and no `$CLIPSEG_LAB_SAMPLES`: what a fresh clone sees. A second,
+short run covers the notebooks that read the real samples, with the samples present. Nothing is written into the
+tracked figures/ and papermill_runs/ of the checkout.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from clipseg_lab.notebooks import find_repo_root, numbered_notebooks, run_notebooks
+from tests.conftest import SAMPLES
 
 ROOT = find_repo_root()
 BOOKS = numbered_notebooks(ROOT)
+SAMPLE_BOOKS = ["01", "05", "08", "09"]  # the notebooks whose data changes when the real samples are present
 
 
 # DESIGN.md's budget for the whole smoke run on 2 CPU cores
 SMOKE_BUDGET_S = 7 * 60
 
 
+def tracked_copy(dest: Path) -> Path:
+    """The working tree's tracked files (as they are now, uncommitted edits included) copied to `dest/repo`."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    repo = dest / "repo"
+    for name in filter(None, (f.decode() for f in files)):
+        source = ROOT / name
+        if source.is_file():  # a tracked file deleted in the working tree is not copied
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    return repo
+
+
+def _run(root: Path, **kw) -> dict:
+    start = time.perf_counter()
+    results = run_notebooks("smoke", root=root, **kw)
+    seconds = time.perf_counter() - start
+    runs = Path(kw.get("run_root") or root / "papermill_runs" / "smoke")
+    figures = Path(kw.get("figures_root") or root / "figures" / "smoke")
+    print(f"\nsmoke run in {root}: {seconds:.0f} s; "
+          + ", ".join(f"{r['notebook'][:2]} {r['seconds']:.0f} s" for r in results))
+    return {"results": {r["notebook"]: r for r in results}, "seconds": seconds, "runs": runs,
+            "manifest": json.loads((runs / "manifest.json").read_text()),
+            "figures": json.loads((figures / "manifest.json").read_text())}
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """All numbered notebooks in order, as `make notebooks` runs them: later ones load what earlier ones
-    published (e.g. 07 the decoders of 02 and 03)."""
-    out = tmp_path_factory.mktemp("smoke")
-    start = time.perf_counter()
-    results = run_notebooks("smoke", run_root=out / "runs", figures_root=out / "figures", root=ROOT)
-    seconds = time.perf_counter() - start
-    print(f"\nwhole smoke run: {seconds:.0f} s; " + ", ".join(f"{r['notebook'][:2]} {r['seconds']:.0f} s" for r in results))
-    return {"results": {r["notebook"]: r for r in results}, "seconds": seconds, "out": out,
-            "manifest": json.loads((out / "runs" / "manifest.json").read_text()),
-            "figures": json.loads((out / "figures" / "manifest.json").read_text())}
+    """All numbered notebooks in order, as `make notebooks` runs them on a fresh clone without the samples:
+    into the copy's own papermill_runs/ and figures/, over whatever is committed there."""
+    mp = pytest.MonkeyPatch()
+    mp.delenv("CLIPSEG_LAB_SAMPLES", raising=False)
+    try:
+        repo = tracked_copy(tmp_path_factory.mktemp("fresh_clone"))
+        assert not (repo.parent / "shared").exists()
+        return _run(repo)
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def samples_run(tmp_path_factory):
+    """The notebooks that read the real samples, with the samples present."""
+    if not SAMPLES.is_dir():
+        pytest.skip(f"real samples not found at {SAMPLES} (set CLIPSEG_LAB_SAMPLES)")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CLIPSEG_LAB_SAMPLES", str(SAMPLES))
+    try:
+        out = tmp_path_factory.mktemp("with_samples")
+        return _run(tracked_copy(out), only=SAMPLE_BOOKS, run_root=out / "runs", figures_root=out / "figures")
+    finally:
+        mp.undo()
 
 
 @pytest.mark.parametrize("book", BOOKS, ids=[b.stem for b in BOOKS])
@@ -53,6 +100,25 @@ def test_notebook_runs_in_smoke_profile(book, smoke_run):
 
 def test_whole_smoke_run_fits_the_budget(smoke_run):
     assert smoke_run["seconds"] < SMOKE_BUDGET_S, f"smoke run took {smoke_run['seconds']:.0f} s"
+
+
+def test_without_samples_every_substitute_is_said(smoke_run):
+    """A fresh clone has no samples: the sections that need them say so in one visible line (and still run)."""
+    for number in SAMPLE_BOOKS:
+        book = next(b for b in BOOKS if b.name.startswith(number))
+        executed = nbformat.read(smoke_run["runs"] / book.name, as_version=4)
+        text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []))
+        if number != "08":  # 08's own note says which data it tested (see stats.run_sample_datasets)
+            assert "CLIPSEG_LAB_SAMPLES" in text, f"{book.name} does not say that it ran without the samples"
+
+
+@pytest.mark.parametrize("number", SAMPLE_BOOKS)
+def test_sample_notebooks_run_with_the_samples(number, samples_run):
+    record = next((r for name, r in samples_run["results"].items() if name.startswith(number)), None)
+    assert record is not None and record["status"] == "ok", record
+    executed = nbformat.read(samples_run["runs"] / record["notebook"], as_version=4)
+    text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "instead; to use the real samples" not in text, f"{record['notebook']} substituted data with samples present"
 
 
 @pytest.mark.parametrize("book", BOOKS, ids=[b.stem for b in BOOKS])
