@@ -64,7 +64,7 @@ def notebook_parameters(notebook: Path, params: dict[str, Any], **fixed: Any) ->
     return {k: v for k, v in values.items() if k in declared}
 
 
-EMBEDDED_MAX_SIDE = 720  # executed copies show figures at screen size; figures/ keeps them full size
+EMBEDDED_MAX_SIDE = 640  # executed copies show figures at screen size; figures/ keeps them full size
 
 
 def compact_png(data: bytes, max_side: int | None = None) -> bytes:
@@ -90,12 +90,16 @@ def compact_png(data: bytes, max_side: int | None = None) -> bytes:
 
 
 def shrink_embedded_images(notebook: Path, max_side: int = EMBEDDED_MAX_SIDE) -> None:
-    """Executed copies embed every figure as base64 PNG: scale them to screen size so a run stays a few MB."""
+    """Executed copies embed every figure as base64 PNG: scale them to screen size so a run stays a few MB.
+
+    The saved widget state goes too: headless, it holds only progress bars and the explorer's hidden frames
+    (hundreds of kB), and the outputs keep their text form."""
     import base64
 
     import nbformat
 
     nb = nbformat.read(notebook, as_version=4)
+    nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             png = output.get("data", {}).get("image/png")

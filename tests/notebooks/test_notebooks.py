@@ -161,3 +161,27 @@ def test_profile_overrides_name_declared_parameters(profile):
         assert stem in names, f"params/{profile}.yaml names {stem}, which is not a numbered notebook"
         undeclared = set(overrides) - set(papermill.inspect_notebook(str(names[stem])))
         assert not undeclared, f"params/{profile}.yaml: {stem} does not declare {sorted(undeclared)}"
+
+
+COMMITTED_OUTPUTS_LIMIT = 10 * 2**20
+
+
+def test_committed_outputs_are_light_and_whole():
+    """figures/ and papermill_runs/ hold one complete smoke run (or nothing), under 10 MB, and no caches."""
+    files = subprocess.run(["git", "ls-files", "figures", "papermill_runs"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    files = [f for f in files if (ROOT / f).is_file()]
+    total = sum((ROOT / f).stat().st_size for f in files)
+    assert total < COMMITTED_OUTPUTS_LIMIT, f"committed outputs take {total / 2**20:.1f} MB"
+    heavy = [f for f in files if f.endswith((".npz", ".safetensors", ".pt", ".pth", ".bin"))
+             or any(part in f.split("/") for part in ("cache", "activation_cache", "snapshots", "prepared"))]
+    assert not heavy, f"caches or weights are committed: {heavy[:5]}"
+    manifest = ROOT / "papermill_runs" / "smoke" / "manifest.json"
+    if not manifest.is_file():
+        return
+    records = json.loads(manifest.read_text())
+    assert {r["notebook"] for r in records["notebooks"]} == {b.name for b in BOOKS}, "a partial run is committed"
+    assert all(r["status"] == "ok" for r in records["notebooks"])
+    assert all((manifest.parent / b.name).is_file() for b in BOOKS)
+    figures = json.loads((ROOT / "figures" / "smoke" / "manifest.json").read_text())
+    assert all((ROOT / "figures" / "smoke" / name).is_file() for name in figures), "the manifest names missing figures"
