@@ -137,6 +137,26 @@ def check_out_dir(out: str | os.PathLike, images: Sequence[Path], *, overwrite: 
     return out
 
 
+def model_identity(model) -> dict[str, Any]:
+    """What else decides the masks beside the provenance: preprocessing, resolution, recipe, the checkpoint
+    file's size and time, and the package version (a rerun after any change redoes the images)."""
+    import clipseg_lab
+
+    identity: dict[str, Any] = {"input_size": getattr(model, "input_size", None), "version": clipseg_lab.__version__,
+                                "visual_prompt_recipe": getattr(model, "visual_prompt_recipe", None)}
+    normalization = getattr(model, "normalization", None)
+    if normalization is not None:
+        identity["normalization"] = [list(normalization.mean), list(normalization.std)]
+    weights = []
+    for source in (getattr(model, "checkpoint", None), getattr(getattr(model, "backbone", None), "source", None)):
+        path = Path(str(source or ""))
+        if source and (path.is_file() or path.is_dir()):
+            files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+            weights += [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    identity["weights"] = weights
+    return identity
+
+
 def input_identity(image: Path) -> dict[str, Any]:
     """What a rerun compares to tell whether an input changed: its name, size and modification time."""
     st = image.stat()
@@ -214,10 +234,12 @@ def segment_images(images: Sequence[str | os.PathLike], prompts: Sequence[str], 
     from clipseg_lab.segmenter import Segmenter
 
     prompts = check_prompts(list(prompts))
-    images = [Path(i).expanduser() for i in images]
+    out_resolved = Path(out).expanduser().resolve()
+    # a recursive glob run from the photos' folder would otherwise pick up an earlier run's own masks
+    images = [p for p in (Path(i).expanduser() for i in images) if out_resolved not in p.resolve().parents]
     out = check_out_dir(out, images, overwrite=overwrite)
     report = report or log.warning
-    provenance = _jsonable(model.provenance.as_dict())
+    provenance = _jsonable({**model.provenance.as_dict(), **model_identity(model)})
     area_threshold = DEFAULT_AREA_THRESHOLD if threshold is None else threshold
     names = output_names(images)
     seg = Segmenter(model)
@@ -246,29 +268,40 @@ def segment_images(images: Sequence[str | os.PathLike], prompts: Sequence[str], 
             result.up_to_date.append(image)
             rows += [{"image": str(image), **s} for s in record["stats"]]
             continue
-        if folder.exists() and not folder.is_dir():
-            result.failed.append((image, f"{folder}: exists and is not a folder, so {image}'s outputs cannot go there"))
-            report(f"skipped {result.failed[-1][1]}")
+        why = _foreign_folder(folder, image)
+        if why:
+            result.failed.append((image, why))
+            report(f"skipped {why}")
             continue
         try:
             seg.set_image(image)
-        except ImageReadError as exc:
-            result.failed.append((image, str(exc)))
-            report(f"skipped {exc}")
+            probs = seg.predict(prompts)
+            claim_out_dir()
+            stats = _write_image(folder, image, prompts, probs, seg.image, model.provenance, threshold,
+                                 {"image": str(image), **wanted})
+        except (ImageReadError, OSError, ValueError) as exc:  # this image's problem, not the batch's
+            result.failed.append((image, str(exc) if isinstance(exc, ImageReadError) else f"{image}: {exc}"))
+            report(f"skipped {result.failed[-1][1]}")
             continue
-        probs = seg.predict(prompts)
-        claim_out_dir()
-        stats = _write_image(folder, image, prompts, probs, seg.image, model.provenance, threshold,
-                             {"image": str(image), **wanted})
         result.segmented.append(image)
         rows += [{"image": str(image), **s} for s in stats]
-
     if result.succeeded:
         import pandas as pd
 
         claim_out_dir()
         result.summary = write_csv(pd.DataFrame(rows, columns=SUMMARY_COLUMNS), out / SUMMARY)
     return result
+
+
+def _foreign_folder(folder: Path, image: Path) -> str | None:
+    """Why `folder` cannot take `image`'s outputs: a file, or a non-empty folder segment did not write (even
+    with --overwrite: its files are someone else's)."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder}: exists and is not a folder, so {image}'s outputs cannot go there"
+    if folder.is_dir() and any(folder.iterdir()) and not ((folder / RECORD).exists() or (folder / PENDING).exists()):
+        return (f"{folder}: a non-empty folder that `clipseg-lab segment` did not write; {image}'s outputs would "
+                "mix with its files. Move it away or choose another --out")
+    return None
 
 
 def _drop_pending(folder: Path, record: dict[str, Any]) -> None:

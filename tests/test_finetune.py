@@ -103,7 +103,7 @@ def test_fine_tuning_from_a_hugging_face_clipseg_directory(tmp_path):
     assert norm[0] == norm[1]  # and the preprocessing it was fine-tuned with
     assert torch.equal(again.backbone.clip.visual_projection.weight, loaded.backbone.clip.visual_projection.weight)
 
-    config["model"]["backbone"] = "ViT-B/16"  # a CLIPSeg model brings its own CLIP: one clear error
+    config["model"]["backbone"] = "ViT-L/14"  # a CLIPSeg model brings its own CLIP (ViT-B/16): one clear error
     with pytest.raises(ConfigError, match="brings its own CLIP"):
         Trainer(TrainConfig.from_dict(config))
 

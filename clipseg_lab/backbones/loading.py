@@ -150,7 +150,9 @@ def _load_hf_dir(path: Path, dtype: torch.dtype) -> tuple[CLIPModel, tuple, tupl
             "or a CLIPSeg one (model_type 'clipseg', e.g. CIDAS/clipseg-rd64-refined).")
     mean, std = CLIP_MEAN, CLIP_STD
     pre = path / "preprocessor_config.json"
-    if pre.is_file():
+    # a CLIPSeg directory's preprocessor config is its decoder's (ImageNet statistics): its CLIP, read as a
+    # backbone, keeps CLIP's own (the model loaders give the decoder the directory's, models.clipseg_weights)
+    if pre.is_file() and model_type == "clip":
         cfg = json.loads(pre.read_text())
         mean, std = tuple(cfg.get("image_mean", mean)), tuple(cfg.get("image_std", std))
     return model, mean, std

@@ -8,7 +8,7 @@
                                   mask) may appear on several rows with different prompts
 
 `image` is a path relative to `images/` (or to ROOT, or absolute), `mask` likewise relative to `masks/`; an
-empty or absent `mask` means `masks/<image stem>.png`. Samples are named `<image stem>-<k>`, k counting that
+empty or absent `mask` means `masks/<image path>.png` (the image's path under `images/`, with `.png`). Samples are named `<image stem>-<k>`, k counting that
 image's rows from 0.
 
 `folder-semantic` (`FolderSemantic`, semantic: class indices, `class_names` sizes a multi-class head)::
@@ -81,7 +81,7 @@ def seeded_split_by_image(names: Iterable[str], seed: int, val_fraction: float, 
     the next `val_fraction` to val, the rest to train (from 3 images up, at least one each for a non-zero
     fraction). Deterministic, and changing `val_fraction` leaves the test images where they were."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must lie in [0, 1) and "
+        raise DatasetError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must lie in [0, 1) and "
                          "leave some images for training")
     order = sorted(set(names))
     np.random.default_rng(seed).shuffle(order)
@@ -112,7 +112,7 @@ class _FolderBase(RecordDataset):
         if root is None:
             raise DatasetError(f"{self.name}: needs a root folder (data.root in a config, --data on the command line)")
         if split not in (*SPLITS, "all"):
-            raise ValueError(f"split must be train, val, test or all, not {split!r}")
+            raise DatasetError(f"split must be train, val, test or all, not {split!r}")
         self.root, self.split = Path(root).expanduser(), split
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: no such dataset folder")
@@ -235,7 +235,7 @@ class FolderReferring(_FolderBase):
             split_of_image.setdefault(image, set()).add(splits[number])
             if split != "all" and splits[number] != split:
                 continue
-            mask = self._resolve("masks", row.get("mask") or f"{Path(row['image']).stem}.png")
+            mask = self._resolve("masks", row.get("mask") or f"{self._stem(image)}.png")  # sub/cat1 -> sub/cat1.png
             problem = self._check(number, where(number), image, mask, row["prompt"])
             if problem is not None:
                 self.bad(problem)

@@ -26,6 +26,9 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         with Image.open(path) as im:
             im.load()
             return im.copy()
+    except Image.DecompressionBombError as exc:  # Pillow's guard against huge images: not an OSError
+        raise ImageReadError(f"{path}: {exc}. Tile it first, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the "
+                             "file.") from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ImageReadError(f"{path}: not a readable image ({exc}). Re-export it as PNG or JPEG.") from exc
 

@@ -146,7 +146,13 @@ def model_to_fine_tune(config: TrainConfig, options: dict[str, Any], device: tor
     source = m.init_from = os.fspath(m.init_from)  # a Path would not go into YAML / JSON
     default_backbone = ModelConfig.__dataclass_fields__["backbone"].default
     if _is_hf_clipseg(source):  # it brings its own CLIP
-        if m.backbone not in (None, default_backbone, source):
+        from clipseg_lab.backbones.names import lookup
+
+        # the released CLIPSeg models carry OpenAI's ViT-B/16 unchanged: a config naming it (every shipped one
+        # does) agrees with them; any other backbone cannot replace their CLIP
+        same_clip = m.backbone is not None and (lookup(m.backbone) or None) is not None \
+            and lookup(m.backbone).alias == "ViT-B/16"
+        if m.backbone not in (None, default_backbone, source) and not same_clip:
             raise ConfigError(f"model.init_from {source} is a Hugging Face CLIPSeg model, which brings its own CLIP "
                               f"(its clip.* weights); model.backbone {m.backbone!r} cannot replace it. Leave "
                               f"model.backbone unset (or set it to {source}) to fine-tune on that model's CLIP, or "

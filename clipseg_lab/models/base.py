@@ -44,6 +44,7 @@ class TextPromptedModel(nn.Module):
         # the checkpoint (ImageNet statistics and the original recipe for the released CLIPSeg decoders).
         self.normalization: Normalization = backbone.normalization
         self.visual_prompt_recipe = "clipseg-lab"
+        self.checkpoint: str | None = None  # the file or folder the weights were read from (load_model sets it)
         self._text_cache: dict[str, torch.Tensor] = {}
 
     def preprocess(self, images) -> torch.Tensor:

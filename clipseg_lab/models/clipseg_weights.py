@@ -111,11 +111,15 @@ def _model_from_hf_decoder(decoder_state: StateDict, backbone: ClipBackbone, *, 
             f"{source}: this decoder was trained on a CLIP of width {decoder_state['reduces.0.weight'].shape[1]} and "
             f"embedding size {cond_dim}; the backbone {backbone.name} has {backbone.width} / {backbone.embed_dim}. "
             "The released CLIPSeg weights need CLIP ViT-B/16.")
-    model = build_model(_preset_for(reduce_dim, refined), backbone=backbone, device=device,
-                        extract_layers=tuple(extract_layers), reduce_dim=reduce_dim, num_heads=num_heads,
-                        intermediate_size=decoder_state["layers.0.mlp.fc1.weight"].shape[0],
-                        complex_trans_conv=refined, film="first", input_size=input_size)
-    missing, unexpected = model.decoder.load_state_dict(decoder_state_from_hf(decoder_state), strict=False)
+    try:
+        model = build_model(_preset_for(reduce_dim, refined), backbone=backbone, device=device,
+                            extract_layers=tuple(extract_layers), reduce_dim=reduce_dim, num_heads=num_heads,
+                            intermediate_size=decoder_state["layers.0.mlp.fc1.weight"].shape[0],
+                            complex_trans_conv=refined, film="first", input_size=input_size)
+        missing, unexpected = model.decoder.load_state_dict(decoder_state_from_hf(decoder_state), strict=False)
+    except (ValueError, RuntimeError) as exc:  # layers the backbone lacks, tensors of other shapes
+        raise WeightsFormatError(f"{source}: this decoder does not fit the backbone {backbone.name} "
+                                 f"({str(exc).splitlines()[0]}). The released CLIPSeg weights need CLIP ViT-B/16.") from exc
     if missing or unexpected:
         raise WeightsFormatError(f"{source}: decoder weights do not fit: missing keys {sorted(missing)}, "
                                  f"unexpected keys {sorted(unexpected)}")

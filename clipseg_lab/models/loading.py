@@ -39,6 +39,12 @@ def load_model(path: str | os.PathLike, backbone: ClipBackbone | str | None = No
                                        + "; ".join(FORMATS) + ".")
         # a hub id, e.g. CIDAS/clipseg-rd64-refined: $CLIPSEG_LAB_WEIGHTS, the HF cache, then the hub
         path = resolve_weights(text, allow_download=allow_download, what="checkpoint").path
+    model = _load_by_format(path, text, backbone, device)
+    model.checkpoint = str(path)  # the file or folder read (a hub id resolved to its snapshot), e.g. for resume
+    return model
+
+
+def _load_by_format(path: Path, text: str, backbone, device) -> TextPromptedModel:
     if path.is_file() and path.suffix == ".safetensors":
         return load_checkpoint(path, backbone=backbone, device=device)
     if path.is_file():
@@ -81,7 +87,10 @@ def load_default_model(checkpoint: str | os.PathLike | None = None, backbone: Cl
         check_backbone_name(backbone)  # a misspelling is named as one, with the closest known name
     if name == TINY_RANDOM:
         return build_model(preset, backbone=backbone, device=device)
-    if name is not None and (lookup(str(name)) is None or lookup(str(name)).alias != RELEASED_BACKBONE):
+    is_b16 = (lookup(str(name)) is not None and lookup(str(name)).alias == RELEASED_BACKBONE) or (
+        isinstance(backbone, ClipBackbone)  # a ViT-B/16 loaded from a local folder or .pt: judged by its shape
+        and (backbone.width, backbone.patch_size, backbone.num_layers, backbone.embed_dim) == (768, 16, 12, 512))
+    if name is not None and not is_b16:
         raise ConfigError(f"backbone {name!r} without a checkpoint: the released CLIPSeg decoder "
                           f"({DEFAULT_CHECKPOINT}) was trained on CLIP {RELEASED_BACKBONE} only. Pass a checkpoint "
                           f"trained on {name} (--checkpoint), drop the backbone to use the released decoder, or ask "
