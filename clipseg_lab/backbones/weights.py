@@ -124,10 +124,12 @@ def resolve_weights(name_or_path: str | os.PathLike, *, allow_download: bool = T
         elif _offline():
             looked.append(f"no download of {hub_id} (HF_HUB_OFFLINE is set)")
         else:
-            looked.append(f"a download of {hub_id} from the Hugging Face hub")
-            local = _snapshot(hub_id, local_only=False)
+            failures: list[str] = []
+            local = _snapshot(hub_id, local_only=False, failures=failures)
             if local is not None:
                 return ResolvedWeights("hf_dir", local, text)
+            looked.append(f"a download of {hub_id} from the Hugging Face hub"
+                          + (f" (failed: {failures[0]})" if failures else ""))
 
     how = (f"on a machine with internet run `hf download {hub_id} --local-dir {hub_id.split('/', 1)[1]}` and copy "
            f"that folder to ${ENV_WEIGHTS}/{hub_id}" if hub_id
@@ -153,7 +155,8 @@ def _weights_to_download(hub_id: str) -> str:
 
     from huggingface_hub import HfApi
 
-    files = HfApi().list_repo_files(hub_id)
+    # model_info: one request, no retry loop (list_repo_files retries a dead network for ~25 s)
+    files = [sibling.rfilename for sibling in (HfApi().model_info(hub_id, timeout=10).siblings or [])]
     for pattern in WEIGHT_PATTERNS:
         if any(fnmatch.fnmatch(f, pattern) for f in files):
             return pattern
@@ -165,7 +168,7 @@ def has_weights(folder: Path) -> bool:
     return any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS)
 
 
-def _snapshot(hub_id: str, *, local_only: bool) -> Path | None:
+def _snapshot(hub_id: str, *, local_only: bool, failures: list[str] | None = None) -> Path | None:
     from huggingface_hub import snapshot_download
 
     try:
@@ -176,6 +179,8 @@ def _snapshot(hub_id: str, *, local_only: bool) -> Path | None:
         raise
     except Exception as exc:  # not cached, offline, unknown repo: all mean "not here"
         log.debug("snapshot_download(%s, local_files_only=%s) failed: %s", hub_id, local_only, exc)
+        if failures is not None:
+            failures.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}" if str(exc) else type(exc).__name__)
         return None
     found = classify_path(path)
     if found is None or found.kind != "hf_dir" or not has_weights(path):
