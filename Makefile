@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROFILE ?= smoke
 
-.PHONY: install notebooks test test-all lab benchmarks strip-notebooks clean-runs
+.PHONY: install notebooks test test-all rehearsal lab benchmarks strip-notebooks clean-runs
 
 # A virtual environment with the package (editable) and its test tools, at the versions in constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -22,10 +22,15 @@ notebooks: $(STAMP)
 
 # Unit, parity, learning and notebook smoke tests (the slow ones, needing weights or a GPU, are left out).
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" --durations=15
+	$(BIN)/python -m pytest -m "not slow and not rehearsal" --durations=15
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -m "not rehearsal" --durations=15
+
+# The full profile's every code path on real-size random weights in the real layouts (params/rehearsal.yaml);
+# builds its world in a temporary folder and deletes it afterwards. About half an hour on 2 CPU cores.
+rehearsal: $(STAMP)
+	$(BIN)/python -m pytest -m rehearsal tests/rehearsal -s --durations=0
 
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,lab]"

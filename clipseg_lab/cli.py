@@ -136,11 +136,28 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_notebooks(args: argparse.Namespace) -> int:
     from clipseg_lab.notebooks import run_notebooks
 
+    from clipseg_lab.preflight import PreflightError
+
     only = [s for part in (args.only or []) for s in part.split(",") if s]
-    results = run_notebooks(profile=args.profile, only=only or None, device=args.device,
-                            run_root=args.run_dir, figures_root=args.figures_dir)
+    try:
+        results = run_notebooks(profile=args.profile, only=only or None, device=args.device,
+                                run_root=args.run_dir, figures_root=args.figures_dir)
+    except PreflightError as exc:  # one line per missing input, then stop: nothing was run
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
     failed = [r for r in results if r["status"] != "ok"]
     return 1 if failed else 0
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    from clipseg_lab.rehearsal.run import rehearse, summary_line
+
+    only = [s for part in (args.only or []) for s in part.split(",") if s]
+    result = rehearse(args.world, keep=args.keep, only=only or None, device=args.device)
+    print(result.report())
+    print(summary_line(result))
+    return 0 if result.ok else 1
 
 
 def cmd_hypothesis(args: argparse.Namespace) -> int:
@@ -395,6 +412,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default=None, help="where executed notebooks go (default papermill_runs/<profile>)")
     p.add_argument("--figures-dir", default=None, help="where figures go (default figures/<profile>)")
     p.set_defaults(func=cmd_notebooks)
+
+    p = add_parser("rehearse", help="rehearse the full profile on real-size random weights (about 30 min on 2 cores)",
+                   description="Builds a throw-away world (a Hugging Face cache, $CLIPSEG_LAB_WEIGHTS with an OpenAI "
+                               ".pt, an original CLIPSeg .pth and SAM checkpoints, all random weights of the real "
+                               "architectures in the real layouts; small datasets in the real folder layouts), runs "
+                               "every notebook with params/full.yaml + params/rehearsal.yaml, reports times and peak "
+                               "memory, and deletes the world unless --keep.")
+    p.add_argument("--world", default=None, help="build the world here (kept; default: a temporary folder)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary world (several GB) for inspection")
+    p.add_argument("--only", action="append", help="notebook numbers, e.g. --only 00,09")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.set_defaults(func=cmd_rehearse)
     return parser
 
 

@@ -33,12 +33,50 @@ def find_repo_root(start: Path | None = None) -> Path:
                             "clipseg-lab checkout")
 
 
-def load_params(profile: str, root: Path) -> dict[str, Any]:
-    path = root / "params" / f"{profile}.yaml"
+def _read_params(root: Path, name: str) -> dict[str, Any]:
+    path = root / "params" / f"{name}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no parameters for profile {profile!r} (expected params/smoke.yaml or "
-                                "params/full.yaml)")
-    return yaml.safe_load(path.read_text()) or {}
+        raise FileNotFoundError(f"{path}: no parameters named {name!r} (expected params/smoke.yaml, params/full.yaml "
+                                "or an overlay such as params/rehearsal.yaml)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of parameter names to values")
+    return data
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """`overlay` over `base`: nested mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _substitute(value: Any, substitutions: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for key, text in substitutions.items():
+            value = value.replace("{" + key + "}", text)
+        return value
+    if isinstance(value, dict):
+        return {k: _substitute(v, substitutions) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, substitutions) for v in value]
+    return value
+
+
+def load_params(profile: str, root: Path, overlay: str | None = None,
+                substitutions: dict[str, str] | None = None) -> dict[str, Any]:
+    """`params/<profile>.yaml`, with `params/<overlay>.yaml` merged over it (e.g. the rehearsal over full), and
+    `{name}` placeholders in string values replaced from `substitutions` (e.g. `{world}`)."""
+    params = _read_params(root, profile)
+    if overlay:
+        extra = _read_params(root, overlay)
+        if extra.get("overlays", profile) != profile:
+            raise ValueError(f"params/{overlay}.yaml overlays the {extra['overlays']!r} profile, not {profile!r}")
+        params = deep_merge(params, {k: v for k, v in extra.items() if k not in ("overlays", "environment")})
+        params["environment"] = extra.get("environment") or {}
+        params["overlay"] = overlay
+    return _substitute(params, substitutions or {})
 
 
 def numbered_notebooks(root: Path, only: list[str] | None = None) -> list[Path]:
@@ -111,6 +149,40 @@ def shrink_embedded_images(notebook: Path, max_side: int = EMBEDDED_MAX_SIDE) ->
         nbformat.write(nb, tmp)
 
 
+class PeakMemory:
+    """The peak resident memory of this process's children (the notebook's kernel), sampled in a thread."""
+
+    def __init__(self, every_s: float = 0.5):
+        self.every_s, self.peak_bytes = every_s, 0
+        self._stop = None
+
+    def __enter__(self) -> PeakMemory:
+        import threading
+
+        try:
+            import psutil  # a dependency of ipykernel
+        except ImportError:
+            return self
+        me, self._stop = psutil.Process(), threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(self.every_s):
+                total = 0
+                for child in me.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        total += child.memory_info().rss
+                self.peak_bytes = max(self.peak_bytes, total)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join()
+
+
 @contextlib.contextmanager
 def _environment(**variables: str):
     """Environment variables for the kernels started inside the block (they inherit os.environ)."""
@@ -128,22 +200,32 @@ def _environment(**variables: str):
 
 def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device: str | None = None,
                   run_root: str | os.PathLike | None = None, figures_root: str | os.PathLike | None = None,
-                  root: Path | None = None) -> list[dict[str, Any]]:
-    """Execute the notebooks in order; stop at the first failure. Returns one record per notebook run."""
+                  root: Path | None = None, overlay: str | None = None,
+                  substitutions: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Execute the notebooks in order; stop at the first failure. Returns one record per notebook run.
+
+    `overlay`: a params file merged over the profile's (its `environment:` goes to the kernels)."""
     import papermill
 
     root = root or find_repo_root()
-    params = load_params(profile, root)
+    params = load_params(profile, root, overlay, substitutions)
+    environment = {k: str(v) for k, v in (params.pop("environment", None) or {}).items()}
+    books = numbered_notebooks(root, only)
+    if profile != "smoke":  # the full profile never substitutes: every input is checked before anything runs
+        from clipseg_lab.preflight import check
+
+        with _environment(**environment):
+            check([(b.stem, notebook_parameters(b, params, profile=profile, device=device)) for b in books],
+                  root / "notebooks")
     run_root = Path(run_root or root / "papermill_runs" / profile).resolve()
     figures_root = Path(figures_root or root / "figures" / profile).resolve()
     run_root.mkdir(parents=True, exist_ok=True)
     figures_root.mkdir(parents=True, exist_ok=True)
     manifest = {
-        "profile": profile, "commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "profile": profile, "overlay": overlay, "commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "packages": package_versions(), "backbone": params.get("backbone"), "device": device or params.get("device"),
         "notebooks": [],
     }
-    books = numbered_notebooks(root, only)
     previous = run_root / "manifest.json"
     if only and previous.is_file():  # a partial run keeps the records of the notebooks it did not run
         import json
@@ -161,9 +243,10 @@ def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device:
         manifest["notebooks"].append(record)
         write_json(run_root / "manifest.json", manifest)
         log.info("running %s", book.name)
-        start = time.perf_counter()
+        start, memory = time.perf_counter(), PeakMemory()
         try:
-            with _environment(TQDM_DISABLE="1"):  # progress bars would leave "0%" text in the executed copies
+            # TQDM_DISABLE: progress bars would leave "0%" text in the executed copies
+            with _environment(TQDM_DISABLE="1", **environment), memory:
                 papermill.execute_notebook(str(book), str(run_root / book.name), parameters=values,
                                            cwd=str(book.parent), kernel_name="python3", progress_bar=False)
             record["status"] = "ok"
@@ -172,6 +255,8 @@ def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device:
         except Exception as exc:  # kernel died, notebook unreadable, ...
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         record["seconds"] = round(time.perf_counter() - start, 2)
+        if memory.peak_bytes:
+            record["peak_memory_mib"] = round(memory.peak_bytes / 2**20)
         if (run_root / book.name).is_file():
             shrink_embedded_images(run_root / book.name)
         write_json(run_root / "manifest.json", manifest)

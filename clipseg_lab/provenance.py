@@ -22,6 +22,7 @@ class Provenance:
     backbone_source: str
     decoder: str = "untrained (random init)"
     extra: dict[str, Any] = field(default_factory=dict)
+    backbone_note: str = ""  # why an untrained backbone is random, e.g. "random weights: rehearsal"
 
     @property
     def untrained(self) -> bool:
@@ -42,10 +43,12 @@ class Provenance:
 
         return cls(model or " vs ".join(k for k, _ in items), each("backbone"),
                    all(p.backbone_trained for _, p in items), each("backbone_source"),
-                   "; ".join(f"{k}: {p.decoder}" for k, p in items))
+                   "; ".join(f"{k}: {p.decoder}" for k, p in items),
+                   backbone_note=each("backbone_note") if any(p.backbone_note for _, p in items) else "")
 
     def caption(self) -> str:
-        backbone = self.backbone if self.backbone_trained else f"{self.backbone} ({UNTRAINED_BACKBONE})"
+        note = self.backbone_note or UNTRAINED_BACKBONE
+        backbone = self.backbone if self.backbone_trained else f"{self.backbone} ({note})"
         return f"{self.model} | backbone {backbone} | decoder {self.decoder}"
 
     def as_dict(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ SAMPLES = Path(os.environ.get("CLIPSEG_LAB_SAMPLES", REPO.parent / "shared" / "d
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: needs real weights, a GPU or minutes; left out of `make test`")
+    config.addinivalue_line("markers", "rehearsal: the full-profile rehearsal (make rehearsal)")
 
 
 def _jitter_norms(module: torch.nn.Module, seed: int) -> None:

@@ -86,7 +86,8 @@ class ClipBackbone(nn.Module):
         self.clip = model.eval().requires_grad_(False)
         self.name = name  # what the user asked for, e.g. "ViT-B/16" or "tiny-random"
         self.source = source  # where the weights came from
-        self.trained = trained  # False only for tiny-random: every output says "untrained backbone"
+        self.trained = trained  # False for tiny-random and the rehearsal's: every output says "untrained backbone"
+        self.untrained_note = ""  # why it is random, when that is not "untrained backbone" (the rehearsal's)
         vision, text = model.config.vision_config, model.config.text_config
         self.image_size: int = vision.image_size
         self.patch_size: int = vision.patch_size
@@ -116,7 +117,7 @@ class ClipBackbone(nn.Module):
     @property
     def label(self) -> str:
         """A short description for captions and logs."""
-        return self.name if self.trained else f"{self.name} (untrained backbone: random weights)"
+        return self.name if self.trained else f"{self.name} ({self.untrained_note or 'untrained backbone: random weights'})"
 
     def patch_grid(self, size: int | tuple[int, int] | None = None) -> tuple[int, int]:
         """Patch grid `(h, w)` for an input of `size` pixels (default: the native resolution)."""

@@ -14,7 +14,7 @@ from transformers import CLIPConfig, CLIPModel
 from clipseg_lab.backbones.clip_backbone import CLIP_MEAN, CLIP_STD, ClipBackbone
 from clipseg_lab.backbones.convert import openai_config, openai_to_hf
 from clipseg_lab.backbones.names import TINY_RANDOM, known_names, looks_like_path, lookup, unknown_backbone_message
-from clipseg_lab.backbones.weights import ResolvedWeights, resolve_weights
+from clipseg_lab.backbones.weights import ResolvedWeights, rehearsal_note, resolve_weights
 from clipseg_lab.errors import UnknownNameError, WeightsFormatError
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,10 @@ def load_backbone(name_or_path: str | os.PathLike, device: str | torch.device | 
         model, mean, std = _load_hf_dir(resolved.path, dtype)
     else:
         model, mean, std = _load_openai_file(resolved.path), CLIP_MEAN, CLIP_STD
-    backbone = ClipBackbone(model, name=resolved.name, source=str(resolved.path), trained=True, mean=mean, std=std)
+    note = rehearsal_note(resolved.path)
+    backbone = ClipBackbone(model, name=resolved.name, source=str(resolved.path), trained=note is None, mean=mean,
+                            std=std)
+    backbone.untrained_note = note or ""
     log.info("loaded backbone %s from %s", resolved.name, resolved.path)
     return backbone.to(device=device, dtype=dtype)
 

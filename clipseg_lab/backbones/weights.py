@@ -35,9 +35,28 @@ class ResolvedWeights:
     name: str  # what the user asked for, kept for provenance
 
 
+# The rehearsal (`clipseg-lab rehearse`) writes random weights of the real architectures in the real layouts, and
+# this marker beside them (in a hub snapshot, or the folder of a .pt / .pth): every loader then labels what it
+# loaded as random, so no figure of a rehearsal can pass for a real result.
+REHEARSAL_MARKER = "clipseg-lab-rehearsal.json"
+REHEARSAL_NOTE = "random weights: rehearsal"
+
+
+def rehearsal_note(path: str | os.PathLike) -> str | None:
+    """`REHEARSAL_NOTE` when the weights at `path` were written by the rehearsal, else None."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    return REHEARSAL_NOTE if (folder / REHEARSAL_MARKER).is_file() else None
+
+
 def _hf_cache_dir() -> Path:
+    """The hub cache as the environment says now (huggingface_hub reads it once, at import)."""
     from huggingface_hub import constants
 
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME") and Path(os.environ["HF_HOME"]).expanduser() / "hub" != Path(constants.HF_HUB_CACHE):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
     return Path(constants.HF_HUB_CACHE)
 
 
@@ -173,7 +192,7 @@ def _snapshot(hub_id: str, *, local_only: bool, failures: list[str] | None = Non
 
     try:
         weights = list(WEIGHT_PATTERNS) if local_only else [_weights_to_download(hub_id)]
-        path = Path(snapshot_download(hub_id, local_files_only=local_only,
+        path = Path(snapshot_download(hub_id, local_files_only=local_only, cache_dir=_hf_cache_dir(),
                                       allow_patterns=["*.json", "*.txt", *weights]))
     except WeightsNotFoundError:
         raise

@@ -39,7 +39,8 @@ class TextPromptedModel(nn.Module):
         self.name = name
         self.config = config  # the decoder's dataclass config
         self.input_size = input_size
-        self.provenance = Provenance(name, backbone.name, backbone.trained, backbone.source)
+        self.provenance = Provenance(name, backbone.name, backbone.trained, backbone.source,
+                                     backbone_note=getattr(backbone, "untrained_note", ""))
         # The pixels' normalisation and the visual-prompt recipe belong to the weights: a loader sets them from
         # the checkpoint (ImageNet statistics and the original recipe for the released CLIPSeg decoders).
         self.normalization: Normalization = backbone.normalization

@@ -21,6 +21,7 @@ import torch
 
 from clipseg_lab.backbones.clip_backbone import (CLIP_MEAN, CLIP_STD, IMAGENET_NORMALIZATION, ClipBackbone,
                                                  Normalization)
+from clipseg_lab.backbones.weights import rehearsal_note
 from clipseg_lab.backbones.loading import (clip_from_clipseg, default_device, default_dtype, load_backbone,
                                            read_hf_config, read_hf_state_dict)
 from clipseg_lab.errors import WeightsFormatError
@@ -123,7 +124,9 @@ def _model_from_hf_decoder(decoder_state: StateDict, backbone: ClipBackbone, *, 
     if missing or unexpected:
         raise WeightsFormatError(f"{source}: decoder weights do not fit: missing keys {sorted(missing)}, "
                                  f"unexpected keys {sorted(unexpected)}")
-    model.provenance.decoder = f"released CLIPSeg weights ({Path(source).name})"
+    note = rehearsal_note(source)
+    model.provenance.decoder = (f"untrained ({note}) in the released CLIPSeg layout ({Path(source).name})" if note
+                                else f"released CLIPSeg weights ({Path(source).name})")
     model.normalization = IMAGENET_NORMALIZATION
     model.visual_prompt_recipe = "clipseg-original"
     return model.eval()
@@ -172,8 +175,10 @@ def load_hf_clipseg(path: Path, device=None, dtype=None, name: str | None = None
                                  "(released CLIPSeg models condition at layer 0)")
     state = read_hf_state_dict(path)
     clip = clip_from_clipseg(config, state, str(path))
-    backbone = ClipBackbone(clip, name=name or str(Path(path).resolve()), source=str(path), trained=True,
+    note = rehearsal_note(path)
+    backbone = ClipBackbone(clip, name=name or str(Path(path).resolve()), source=str(path), trained=note is None,
                             mean=CLIP_MEAN, std=CLIP_STD)
+    backbone.untrained_note = note or ""
     device = default_device(device)
     backbone = backbone.to(device=device, dtype=default_dtype(dtype, device))
     decoder_state = {k[len("decoder."):]: v.float() for k, v in state.items() if k.startswith("decoder.")}

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from clipseg_lab.backbones.weights import ENV_WEIGHTS
+from clipseg_lab.backbones.weights import ENV_WEIGHTS, rehearsal_note
 from clipseg_lab.errors import ConfigError, WeightsFormatError, WeightsNotFoundError
 from clipseg_lab.files import atomic_path
 
@@ -61,7 +61,9 @@ class LoadedSam:
 
     @property
     def label(self) -> str:
-        return f"SAM {self.model_type}" if self.trained else f"SAM {self.name} (untrained: random weights)"
+        if self.trained:
+            return f"SAM {self.model_type}"
+        return f"SAM {self.model_type} (untrained: random weights)"
 
 
 def tiny_random_sam(seed: int = TINY_RANDOM_SEED, img_size: int = 256):
@@ -193,7 +195,8 @@ def load_sam(name_or_path: str | os.PathLike, model_type: str | None = None,
     except RuntimeError as exc:
         raise WeightsFormatError(f"{path}: does not fit segment-anything's {found} model ({str(exc)[:400]})") from exc
     log.info("loaded SAM %s from %s", found, path)
-    return LoadedSam(sam.eval().to(device), str(name_or_path), found, str(path), trained=True)
+    trained = rehearsal_note(path) is None  # the rehearsal's SAM files are random
+    return LoadedSam(sam.eval().to(device), str(name_or_path), found, str(path), trained=trained)
 
 
 def _generator_options() -> set[str]:
@@ -239,8 +242,37 @@ def merge_masks(masks: Sequence[np.ndarray], shape: tuple[int, int], min_area: i
     return new[inverse].reshape(shape)
 
 
+class SharedImageEmbedding:
+    """One `SamPredictor` for every parameter set: a tile's image embedding (SAM's heavy image encoder, ~67 s for
+    ViT-H on 2 CPU cores) is computed once and reused by each set's `SamAutomaticMaskGenerator`, which would
+    otherwise encode the same tile again (it calls `set_image` and then `reset_image` for every crop)."""
+
+    def __init__(self, model):
+        from segment_anything import SamPredictor
+
+        self.predictor = SamPredictor(model)
+        self.encodes = 0
+        self._key: tuple | None = None
+        encode = self.predictor.set_image
+
+        def set_image(image: np.ndarray, image_format: str = "RGB") -> None:
+            key = (image.shape, image_format, hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest())
+            if key != self._key or not self.predictor.is_image_set:
+                encode(image, image_format)
+                self._key = key
+                self.encodes += 1
+
+        self.predictor.set_image = set_image
+        self.predictor.reset_image = lambda: None  # the embedding stays until another image comes
+
+    def share_with(self, generators) -> None:
+        for generator in generators:
+            generator.predictor = self.predictor
+
+
 class SamRegionGenerator:
-    """Region partitions of tiles from SAM's automatic mask generator, computed once per tile and cached."""
+    """Region partitions of tiles from SAM's automatic mask generator, computed once per tile and cached; the
+    tile's image embedding is computed once for all parameter sets (`SharedImageEmbedding`)."""
 
     def __init__(self, sam: LoadedSam, param_sets: Sequence[Mapping[str, Any]], *, min_region_area: int = 0,
                  mode: Literal["merged", "per_layer"] = "merged", cache_dir: str | os.PathLike | None = None):
@@ -257,6 +289,8 @@ class SamRegionGenerator:
         self.mode = mode
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._generators = [SamAutomaticMaskGenerator(sam.model, **p) for p in self.param_sets]
+        self.embedding = SharedImageEmbedding(sam.model)
+        self.embedding.share_with(self._generators)
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
         self.memory_size = 8  # partitions kept in memory (most recent tiles)
         self.computed = 0  # how many partitions were computed (not served from a cache)

@@ -148,14 +148,15 @@ def test_failing_notebook_stops_the_run(tmp_path):
     assert manifest["skipped_after_failure"] == ["01_next.ipynb"]
 
 
-@pytest.mark.parametrize("profile", ["smoke", "full"])
+@pytest.mark.parametrize("profile", ["smoke", "full", "full+rehearsal"])
 def test_profile_overrides_name_declared_parameters(profile):
     """A typo in params/<profile>.yaml would be filtered out silently: every override must be declared."""
     import papermill
 
     from clipseg_lab.notebooks import load_params
 
-    params = load_params(profile, ROOT)
+    profile, _, overlay = profile.partition("+")
+    params = load_params(profile, ROOT, overlay or None)
     names = {b.stem: b for b in BOOKS}
     for stem, overrides in (params.get("notebooks") or {}).items():
         assert stem in names, f"params/{profile}.yaml names {stem}, which is not a numbered notebook"
