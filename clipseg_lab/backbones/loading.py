@@ -131,7 +131,10 @@ def _clip_model(config: CLIPConfig, state: dict[str, torch.Tensor], what: str) -
     """A CLIPModel of `config` holding exactly `state` (float32), or an error naming the keys that do not fit."""
     model = CLIPModel(config)
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]  # a buffer, not a weight
+    # position_ids is a buffer, not a weight: files saved by transformers 4.2x (the hub's CLIP and CLIPSeg
+    # repositories) still carry it, newer ones do not
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    unexpected = [k for k in unexpected if not k.endswith("position_ids")]
     if missing or unexpected:
         raise WeightsFormatError(f"{what} do not fit CLIPModel (missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model
