@@ -30,6 +30,12 @@ class Provenance:
         return not self.backbone_trained or "untrained" in self.decoder
 
     @classmethod
+    def of_backbone(cls, model: str, backbone, decoder: str = "untrained (random init)") -> Provenance:
+        """The provenance of something made on `backbone` (a `ClipBackbone`), its random-weights note included."""
+        return cls(model, backbone.name, backbone.trained, backbone.source, decoder,
+                   backbone_note=getattr(backbone, "untrained_note", ""))
+
+    @classmethod
     def combined(cls, provenances: Mapping[str, Provenance], model: str | None = None) -> Provenance:
         """One provenance for a figure of several models (a new object: the models' own are left alone). Each
         model's decoder is named; the backbone once when they share it."""

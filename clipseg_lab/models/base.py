@@ -39,8 +39,7 @@ class TextPromptedModel(nn.Module):
         self.name = name
         self.config = config  # the decoder's dataclass config
         self.input_size = input_size
-        self.provenance = Provenance(name, backbone.name, backbone.trained, backbone.source,
-                                     backbone_note=getattr(backbone, "untrained_note", ""))
+        self.provenance = Provenance.of_backbone(name, backbone)
         # The pixels' normalisation and the visual-prompt recipe belong to the weights: a loader sets them from
         # the checkpoint (ImageNet statistics and the original recipe for the released CLIPSeg decoders).
         self.normalization: Normalization = backbone.normalization

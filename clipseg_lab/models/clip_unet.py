@@ -64,8 +64,7 @@ class ClipUNet(nn.Module):
         self.decoder = nn.ModuleList(_block(2 * ch[i], ch[i]) for i in range(len(ch) - 1))
         self.head = nn.Conv2d(ch[0], config.num_classes, 1)
         if self.backbone is not None:
-            self.provenance = Provenance(name, backbone.name, backbone.trained, backbone.source,
-                                         backbone_note=getattr(backbone, "untrained_note", ""))
+            self.provenance = Provenance.of_backbone(name, backbone)
         else:
             self.provenance = Provenance(name, "none (no CLIP)", True, "-")
         self.register_buffer("mean", torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1), persistent=False)

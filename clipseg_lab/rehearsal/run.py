@@ -44,6 +44,12 @@ class Rehearsal:
     def figures(self) -> Path:
         return self.world / "figures"
 
+    @classmethod
+    def load(cls, world: Path) -> Rehearsal:
+        """A finished rehearsal's record (`world/rehearsal.json`), e.g. to re-run the checks on a kept world."""
+        report = json.loads((Path(world) / "rehearsal.json").read_text())
+        return cls(Path(world), report["weights"], report["datasets"], report["notebooks"], report["seconds"])
+
     def environment(self) -> dict[str, str]:
         return {k: str(v) for k, v in (self.weights.get("env") or {}).items()}
 
@@ -75,7 +81,8 @@ def build_world(world: Path, samples: Path | None = None, *, scale: str = "real"
     result = Rehearsal(world)
     result.weights = build_weights(world, scale=scale)
     mark_random(world)
-    built = build_datasets(world / "data", samples if samples.is_dir() else None)
+    # two Potsdam tiles and one Vaihingen: each costs a SAM ViT-H image embedding (~1 min on 2 cores)
+    built = build_datasets(world / "data", samples if samples.is_dir() else None, sizes={"potsdam": 2, "vaihingen": 1})
     result.datasets = {"folders": {k: str(v) for k, v in built.items()}, "notes": dict(built.notes)}
     result.seconds["world"] = round(time.perf_counter() - start, 1)
     return result

@@ -154,7 +154,8 @@ class ZeroShotSegmenter:
                           backbone=self.backbone.name, backbone_trained=self.backbone.trained,
                           backbone_source=self.backbone.source, decoder=decoder,
                           extra={"variant": self.config.dense.variant, "layers": [n, m, l_],
-                                 "sam": self.sam.label if self.sam else None})
+                                 "sam": self.sam.label if self.sam else None},
+                          backbone_note=getattr(self.backbone, "untrained_note", ""))
 
     @property
     def fingerprint(self) -> str:
