@@ -150,6 +150,15 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from clipseg_lab.doctor import run_doctor
+
+    findings = run_doctor(args.image, allow_download=args.download, sam=not args.no_sam)
+    counts = {s: sum(f.status == s for f in findings) for s in ("pass", "fail", "missing", "skip")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0 if not counts["fail"] and not counts["missing"] else 1
+
+
 def cmd_rehearse(args: argparse.Namespace) -> int:
     from clipseg_lab.rehearsal.run import rehearse, summary_line
 
@@ -424,6 +433,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", help="notebook numbers, e.g. --only 00,09")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.set_defaults(func=cmd_rehearse)
+
+    p = add_parser("doctor", help="check the weights the README names: where each is, and does it compute right",
+                   description="One line per file (pass / fail / missing / skip): the CLIPs ViT-B/16 and ViT-L/14, "
+                               "the released CIDAS/clipseg-rd64-refined (against transformers' published "
+                               "integration-test values on its COCO image) and SAM vit_h / vit_b.")
+    p.add_argument("--image", default=None, help="the integration test's image (COCO val2017 000000039769.jpg); "
+                                                 "fetched when online and not given")
+    p.add_argument("--download", action="store_true", help="download weights that are missing (default: only "
+                                                         "look where they should be)")
+    p.add_argument("--no-sam", action="store_true", help="skip the SAM checkpoints")
+    p.set_defaults(func=cmd_doctor)
     return parser
 
 

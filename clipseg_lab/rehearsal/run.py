@@ -72,20 +72,30 @@ def build_world(world: Path, samples: Path | None = None, *, scale: str = "real"
     world.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     samples = samples if samples is not None else samples_root()
-    link = world / "samples"
-    if not link.exists():
-        if samples.is_dir():
-            link.symlink_to(samples.resolve(), target_is_directory=True)
-        else:
-            link.mkdir()  # no samples: the notebooks that read them substitute, as a fresh clone's do
     result = Rehearsal(world)
     result.weights = build_weights(world, scale=scale)
     mark_random(world)
     # two Potsdam tiles and one Vaihingen: each costs a SAM ViT-H image embedding (~1 min on 2 cores)
     built = build_datasets(world / "data", samples if samples.is_dir() else None, sizes={"potsdam": 2, "vaihingen": 1})
     result.datasets = {"folders": {k: str(v) for k, v in built.items()}, "notes": dict(built.notes)}
+    link_samples(world / "samples", samples, built)
     result.seconds["world"] = round(time.perf_counter() - start, 1)
     return result
+
+
+def link_samples(link: Path, samples: Path, built: dict[str, Path]) -> None:
+    """`world/samples`: the real samples folder where there is one; else a folder in its layout whose entries link
+    to the world's generated datasets (the full profile never substitutes, so its 01 / 08 / 10 need samples)."""
+    if link.exists() or link.is_symlink():
+        return
+    if samples.is_dir():
+        link.symlink_to(samples.resolve(), target_is_directory=True)
+        return
+    layout = {"oxford_pet": "oxford_pet", "potsdam": "remote_sensing/potsdam"}
+    for name, place in layout.items():
+        if name in built:
+            (link / place).parent.mkdir(parents=True, exist_ok=True)
+            (link / place).symlink_to(Path(built[name]).resolve(), target_is_directory=True)
 
 
 def mark_random(world: Path) -> list[Path]:

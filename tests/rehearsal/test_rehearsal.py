@@ -78,7 +78,7 @@ def test_weights_were_found_where_the_readme_says(rehearsal):
     """The hub cache and $CLIPSEG_LAB_WEIGHTS, never tiny-random and never a download."""
     world = str(rehearsal.world)
     for book in numbered_notebooks(ROOT):
-        executed = nbformat.read(rehearsal.runs / book.name, as_version=4)
+        executed = nbformat.read(str(rehearsal.runs / book.name), as_version=4)
         text = "\n".join(o.get("text", "") for c in executed.cells if c.cell_type == "code"
                          for o in c.get("outputs", []))
         assert "huggingface.co" not in text, f"{book.name} reached for the hub"
@@ -100,7 +100,7 @@ def test_notebook_00_matches_transformers_on_the_same_cache(rehearsal):
     import clipseg_lab as cl
     from clipseg_lab.backbones.weights import resolve_weights
 
-    executed = nbformat.read(rehearsal.runs / "00_quickstart.ipynb", as_version=4)
+    executed = nbformat.read(str(rehearsal.runs / "00_quickstart.ipynb"), as_version=4)
     params = json.loads(json.dumps(next(r for r in rehearsal.records if r["notebook"].startswith("00"))["parameters"]))
     prompts, checkpoint = params["prompts"], params["checkpoint"]
     assert executed.cells and checkpoint == "CIDAS/clipseg-rd64-refined"
