@@ -184,8 +184,8 @@ class PeakMemory:
 
 
 @contextlib.contextmanager
-def _environment(**variables: str):
-    """Environment variables for the kernels started inside the block (they inherit os.environ)."""
+def environment_variables(**variables: str):
+    """Environment variables set inside the block (kernels started there inherit them), restored after."""
     saved = {k: os.environ.get(k) for k in variables}
     os.environ.update(variables)
     try:
@@ -214,7 +214,7 @@ def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device:
     if profile != "smoke":  # the full profile never substitutes: every input is checked before anything runs
         from clipseg_lab.preflight import check
 
-        with _environment(**environment):
+        with environment_variables(**environment):
             check([(b.stem, notebook_parameters(b, params, profile=profile, device=device)) for b in books],
                   root / "notebooks")
     run_root = Path(run_root or root / "papermill_runs" / profile).resolve()
@@ -246,7 +246,7 @@ def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device:
         start, memory = time.perf_counter(), PeakMemory()
         try:
             # TQDM_DISABLE: progress bars would leave "0%" text in the executed copies
-            with _environment(TQDM_DISABLE="1", **environment), memory:
+            with environment_variables(TQDM_DISABLE="1", **environment), memory:
                 papermill.execute_notebook(str(book), str(run_root / book.name), parameters=values,
                                            cwd=str(book.parent), kernel_name="python3", progress_bar=False)
             record["status"] = "ok"

@@ -116,27 +116,19 @@ def rehearse(world: str | os.PathLike | None = None, *, keep: bool = False, only
              scale: str = "real") -> Rehearsal:
     """Build the world, run the notebooks (full profile + the rehearsal overlay) into `world/runs` and
     `world/figures`, write `world/rehearsal.json`. The world is removed afterwards unless `keep` or given."""
-    from clipseg_lab.notebooks import find_repo_root, run_notebooks
+    from clipseg_lab.notebooks import environment_variables, find_repo_root, run_notebooks
 
     root = root or find_repo_root()
     own = world is None
     world = Path(world) if world is not None else Path(tempfile.mkdtemp(prefix="clipseg-lab-rehearsal-"))
     try:
         result = build_world(world, samples, scale=scale)
-        saved = {k: os.environ.get(k) for k in result.environment()}
-        os.environ.update(result.environment())  # the notebooks' kernels inherit it; so does this process
-        try:
+        with environment_variables(**result.environment()):  # the kernels inherit it; so does this process
             start = time.perf_counter()
             result.records = run_notebooks("full", only=only, device=device, run_root=result.runs,
                                            figures_root=result.figures, root=root, overlay=OVERLAY,
                                            substitutions={"world": str(world)})
             result.seconds["notebooks"] = round(time.perf_counter() - start, 1)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
         from clipseg_lab.files import write_json
 
         write_json(world / "rehearsal.json", {"seconds": result.seconds, "notebooks": result.records,
