@@ -78,3 +78,24 @@ def save_png(image, path: str | os.PathLike, metadata: dict[str, str] | None = N
         info.add_text(key, str(value))
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", pnginfo=info)
+
+
+def load_data_pickle(path: str | os.PathLike) -> Any:
+    """A pickle of plain data (the refer toolkit's `refs(unc).p`: lists, dicts, strings, numbers), read without
+    running anything: any other object in the file -- a class, a function, `os.system` -- is refused with one
+    `DatasetError` naming the file, instead of being executed as `pickle.load` would."""
+    import pickle
+
+    from clipseg_lab.data.base import DatasetError
+
+    class PlainData(pickle.Unpickler):
+        def find_class(self, module: str, name: str):  # called for every global a pickle names: admit none
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which is not plain data")
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            return PlainData(fh).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise DatasetError(f"{path}: refused, not a pickle of plain data ({exc}); the refer toolkit's refs files hold "
+                           "only lists, dicts, strings and numbers. Re-download the annotations") from exc

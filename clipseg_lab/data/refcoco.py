@@ -14,7 +14,6 @@ marked `placeholder=True` (for smoke runs with real annotations and no images).
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clipseg_lab.files import load_data_pickle
 from clipseg_lab.data.base import DatasetError, RecordDataset, Sample
 from clipseg_lab.data.images import load_rgb
 from clipseg_lab.data.masks import coco_segmentation_to_mask
@@ -47,8 +47,7 @@ def _from_refer_dir(root: Path, dataset: str, split_by: str) -> tuple[list[dict]
         if not f.is_file():
             raise DatasetError(f"{f}: missing. Expected the refer layout <root>/{dataset}/refs({split_by}).p and "
                                f"<root>/{dataset}/instances.json")
-    with open(refs_file, "rb") as fh:
-        refs = pickle.load(fh)  # the refer toolkit's own format
+    refs = load_data_pickle(refs_file)  # the refer toolkit's own format, read as data only (never run)
     instances = json.loads(instances_file.read_text())
     anns = {a["id"]: a for a in instances["annotations"]}
     images = {im["id"]: im for im in instances["images"]}

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from clipseg_lab.files import atomic_path
+from clipseg_lab.files import atomic_path, load_data_pickle
 
 log = logging.getLogger(__name__)
 
@@ -477,8 +477,7 @@ def _refcoco(seed: int, count: int, samples: Path | None, folder: Path) -> _Buil
     source = samples / "refcoco" / "refer_format" if samples else None
     if source is not None and (source / "refcoco" / "refs(unc).p").is_file() and \
             (source / "refcoco" / "instances.json").is_file():
-        with open(source / "refcoco" / "refs(unc).p", "rb") as fh:
-            splits = Counter(r["split"] for r in pickle.load(fh))
+        splits = Counter(r["split"] for r in load_data_pickle(source / "refcoco" / "refs(unc).p"))
         if splits["train"] and splits["val"]:
             return _refcoco_real(source, folder, splits)
         why = f"the sample at {source} has no {'train' if not splits['train'] else 'val'} refs in refcoco(unc)"
