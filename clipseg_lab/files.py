@@ -81,15 +81,19 @@ def save_png(image, path: str | os.PathLike, metadata: dict[str, str] | None = N
 
 
 def load_data_pickle(path: str | os.PathLike) -> Any:
-    """A pickle of plain data (the refer toolkit's `refs(unc).p`: lists, dicts, strings, numbers), read without
-    running anything: any other object in the file -- a class, a function, `os.system` -- is refused with one
+    """A pickle of plain data (the refer toolkit's `refs(unc).p`: lists, dicts, strings, numbers; sets too), read
+    without running anything: any other object in the file -- a class, a function, `os.system` -- is refused with one
     `DatasetError` naming the file, instead of being executed as `pickle.load` would."""
     import pickle
 
     from clipseg_lab.data.base import DatasetError
 
+    containers = {"set", "frozenset", "complex", "bytearray"}  # builtin data types a pickle may name; nothing else
+
     class PlainData(pickle.Unpickler):
-        def find_class(self, module: str, name: str):  # called for every global a pickle names: admit none
+        def find_class(self, module: str, name: str):  # called for every global a pickle names
+            if module in ("builtins", "__builtin__") and name in containers:
+                return getattr(__import__("builtins"), name)
             raise pickle.UnpicklingError(f"it names {module}.{name}, which is not plain data")
 
     path = Path(path)

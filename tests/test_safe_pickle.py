@@ -18,7 +18,8 @@ class _Exploit:
 
 
 def test_plain_data_loads_and_code_is_refused(tmp_path, monkeypatch):
-    plain = [{"ref_id": 1, "split": "val", "sentences": [{"sent": "a cat"}], "bbox": [1.0, 2.5, 3, 4]}, ("x", None)]
+    plain = [{"ref_id": 1, "split": "val", "sentences": [{"sent": "a cat"}], "bbox": [1.0, 2.5, 3, 4]}, ("x", None),
+             {1, 2}, frozenset({"a"})]
     (tmp_path / "plain.p").write_bytes(pickle.dumps(plain, protocol=2))
     assert load_data_pickle(tmp_path / "plain.p") == plain
     monkeypatch.chdir(tmp_path)
