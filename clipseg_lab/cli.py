@@ -138,9 +138,8 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
 
     from clipseg_lab.preflight import PreflightError
 
-    only = [s for part in (args.only or []) for s in part.split(",") if s]
     try:
-        results = run_notebooks(profile=args.profile, only=only or None, device=args.device,
+        results = run_notebooks(profile=args.profile, only=_notebook_numbers(args.only), device=args.device,
                                 run_root=args.run_dir, figures_root=args.figures_dir)
     except PreflightError as exc:  # one line per missing input, then stop: nothing was run
         for problem in exc.problems:
@@ -148,6 +147,11 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
         return 2
     failed = [r for r in results if r["status"] != "ok"]
     return 1 if failed else 0
+
+
+def _notebook_numbers(only: list[str] | None) -> list[str] | None:
+    """`--only 00,02 --only 05` as ["00", "02", "05"]; None for all."""
+    return [s for part in (only or []) for s in part.split(",") if s] or None
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -162,8 +166,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_rehearse(args: argparse.Namespace) -> int:
     from clipseg_lab.rehearsal.run import rehearse, summary_line
 
-    only = [s for part in (args.only or []) for s in part.split(",") if s]
-    result = rehearse(args.world, keep=args.keep, only=only or None, device=args.device)
+    result = rehearse(args.world, keep=args.keep, only=_notebook_numbers(args.only), device=args.device)
     print(result.report())
     print(summary_line(result))
     return 0 if result.ok else 1

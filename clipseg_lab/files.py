@@ -44,6 +44,17 @@ def _new_temp_file(path: Path) -> Path:
     raise FileExistsError(f"{path.parent}: could not create a temporary file beside {path.name}")
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file's contents, read in 1 MiB chunks (weights files run to gigabytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def json_safe(value: Any) -> Any:
     """NaN and infinities as None (strict JSON has neither) and NumPy scalars as Python numbers, recursively."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -18,6 +18,7 @@ import torch
 
 import clipseg_lab as cl
 from clipseg_lab.backbones.clip_backbone import IMAGENET_MEAN, IMAGENET_STD
+from clipseg_lab.files import file_sha256
 from clipseg_lab.rehearsal import weights as rw
 
 HUB_IDS = tuple(rw.HUB_REPOS)
@@ -68,7 +69,7 @@ def test_hub_cache_layout(world):
             target = os.readlink(path)
             assert target.startswith("../../blobs/") and path.resolve().parent == repo / "blobs"
             if path.name == weights_file:  # as the hub names them: LFS files by sha256, small ones by git's sha1
-                assert Path(target).name == rw._sha256(path)
+                assert Path(target).name == file_sha256(path)
             elif path.name == "config.json":
                 assert Path(target).name == rw._git_sha1(path)
         assert not list(repo.glob(".build-*"))

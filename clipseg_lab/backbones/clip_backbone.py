@@ -99,8 +99,8 @@ class ClipBackbone(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         same = tuple(mean) == CLIP_MEAN and tuple(std) == CLIP_STD
-        self.normalization = Normalization(tuple(mean), tuple(std),
-                                           "CLIP's statistics" if same else f"the preprocessing of {source}")
+        self.normalization = (CLIP_NORMALIZATION if same
+                              else Normalization(tuple(mean), tuple(std), f"the preprocessing of {source}"))
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def train(self, mode: bool = True) -> ClipBackbone:

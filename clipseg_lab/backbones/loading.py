@@ -72,12 +72,17 @@ def load_backbone(name_or_path: str | os.PathLike, device: str | torch.device | 
         model, mean, std = _load_hf_dir(resolved.path, dtype)
     else:
         model, mean, std = _load_openai_file(resolved.path), CLIP_MEAN, CLIP_STD
-    note = rehearsal_note(resolved.path)
-    backbone = ClipBackbone(model, name=resolved.name, source=str(resolved.path), trained=note is None, mean=mean,
-                            std=std)
-    backbone.untrained_note = note or ""
+    backbone = backbone_from_weights(model, resolved.name, resolved.path, mean, std)
     log.info("loaded backbone %s from %s", resolved.name, resolved.path)
     return backbone.to(device=device, dtype=dtype)
+
+
+def backbone_from_weights(model: CLIPModel, name: str, path: Path, mean=CLIP_MEAN, std=CLIP_STD) -> ClipBackbone:
+    """A `ClipBackbone` of the weights read from `path`: trained, unless the rehearsal wrote them (its marker)."""
+    note = rehearsal_note(path)
+    backbone = ClipBackbone(model, name=name, source=str(path), trained=note is None, mean=mean, std=std)
+    backbone.untrained_note = note or ""
+    return backbone
 
 
 def check_backbone_name(name: str) -> None:

@@ -55,7 +55,7 @@ def _hf_cache_dir() -> Path:
 
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME") and Path(os.environ["HF_HOME"]).expanduser() / "hub" != Path(constants.HF_HUB_CACHE):
+    if os.environ.get("HF_HOME"):
         return Path(os.environ["HF_HOME"]).expanduser() / "hub"
     return Path(constants.HF_HUB_CACHE)
 

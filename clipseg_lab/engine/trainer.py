@@ -450,16 +450,10 @@ class Trainer:
             history.append({"epoch": 0, **{k: metrics[k] for k in LOG_FIELDS if k in metrics},
                             "seconds": round(time.perf_counter() - t0, 3)})
             score = metrics[self.monitor]
-            if score > best:
+            improved = score > best
+            if improved:
                 best, best_metrics = score, metrics
-            if main:
-                self._write_log(history)
-                self._save("last", 0, metrics)
-                if best_metrics:
-                    self._save("best", 0, metrics)
-                self._save_state(0, best, best_epoch, stale)
-            if self.distributed:
-                dist.barrier()
+            self._commit_epoch(0, history, metrics, improved, best, best_epoch, stale)
             log.info("epoch 0 (%s, before training): val %s %.4f", config.model.init_from, self.monitor, score)
         epoch = start
         for epoch in range(start + 1, config.epochs + 1):
@@ -486,14 +480,7 @@ class Trainer:
                 best, best_epoch, stale, best_metrics = score, epoch, 0, metrics
             else:
                 stale += 1
-            if main:
-                self._write_log(history)
-                self._save("last", epoch, metrics)
-                if improved:
-                    self._save("best", epoch, metrics)
-                self._save_state(epoch, best, best_epoch, stale)
-            if self.distributed:
-                dist.barrier()
+            self._commit_epoch(epoch, history, metrics, improved, best, best_epoch, stale)
             log.info("epoch %d: train loss %.4f, val %s %.4f", epoch, train_loss, self.monitor, score)
             if config.patience is not None and stale >= config.patience:
                 stopped = f"early stop: no better {self.monitor} for {stale} epochs"
@@ -512,6 +499,19 @@ class Trainer:
             trained += f", fine-tuned from {config.model.init_from}"
         provenance = dataclasses.replace(self.model.provenance, decoder=trained)
         return TrainResult(self.out, epoch, best_epoch, best_metrics, stopped, history, self.monitor, provenance)
+
+    def _commit_epoch(self, epoch: int, history: list[dict], metrics: dict, improved: bool, best: float,
+                      best_epoch: int, stale: int) -> None:
+        """An epoch's outputs on the main process: the log, last (and best when it improved), the state; then
+        every rank waits for them."""
+        if self.main_process:
+            self._write_log(history)
+            self._save("last", epoch, metrics)
+            if improved:
+                self._save("best", epoch, metrics)
+            self._save_state(epoch, best, best_epoch, stale)
+        if self.distributed:
+            dist.barrier()
 
     def _write_log(self, history: list[dict]) -> None:
         with atomic_path(self.out / "training_log.csv") as tmp:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipseg_lab.backbones.clip_backbone import ClipBackbone
+from clipseg_lab.backbones.clip_backbone import IMAGENET_MEAN, IMAGENET_STD, ClipBackbone
 from clipseg_lab.provenance import Provenance
 
 
@@ -67,8 +67,8 @@ class ClipUNet(nn.Module):
             self.provenance = Provenance.of_backbone(name, backbone)
         else:
             self.provenance = Provenance(name, "none (no CLIP)", True, "-")
-        self.register_buffer("mean", torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     # -- inputs -------------------------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 
-from clipseg_lab.backbones.clip_backbone import (CLIP_MEAN, CLIP_STD, IMAGENET_NORMALIZATION, ClipBackbone,
-                                                 Normalization)
+from clipseg_lab.backbones.clip_backbone import IMAGENET_NORMALIZATION, ClipBackbone, Normalization
 from clipseg_lab.backbones.weights import rehearsal_note
-from clipseg_lab.backbones.loading import (clip_from_clipseg, default_device, default_dtype, load_backbone,
+from clipseg_lab.backbones.loading import (backbone_from_weights, clip_from_clipseg, default_device, default_dtype, load_backbone,
                                            read_hf_config, read_hf_state_dict)
 from clipseg_lab.errors import WeightsFormatError
 from clipseg_lab.models.base import TextPromptedModel
@@ -175,10 +174,7 @@ def load_hf_clipseg(path: Path, device=None, dtype=None, name: str | None = None
                                  "(released CLIPSeg models condition at layer 0)")
     state = read_hf_state_dict(path)
     clip = clip_from_clipseg(config, state, str(path))
-    note = rehearsal_note(path)
-    backbone = ClipBackbone(clip, name=name or str(Path(path).resolve()), source=str(path), trained=note is None,
-                            mean=CLIP_MEAN, std=CLIP_STD)
-    backbone.untrained_note = note or ""
+    backbone = backbone_from_weights(clip, name or str(Path(path).resolve()), path)
     device = default_device(device)
     backbone = backbone.to(device=device, dtype=default_dtype(dtype, device))
     decoder_state = {k[len("decoder."):]: v.float() for k, v in state.items() if k.startswith("decoder.")}

@@ -144,6 +144,3 @@ def summary_line(result: Rehearsal) -> str:
     return (f"summary: ok={result.ok} notebooks={len(result.records)} world_s={result.seconds.get('world', 0):.0f} "
             f"notebooks_s={result.seconds.get('notebooks', 0):.0f} peak_memory_mib={peak}")
 
-
-def read_report(world: Path) -> dict[str, Any]:
-    return json.loads((world / "rehearsal.json").read_text())

@@ -48,7 +48,7 @@ from typing import Any
 
 import torch
 
-from clipseg_lab.files import atomic_path, write_json
+from clipseg_lab.files import atomic_path, file_sha256, write_json
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,8 @@ OPENAI_FILE = "ViT-B-16.pt"
 ORIGINAL_DECODER_FILE = "rd64-uni.pth"
 SAM_FILES = {"vit_h": "sam_vit_h_4b8939.pth", "vit_b": "sam_vit_b_01ec64.pth"}
 
+# The published preprocessor configs' values, written out here on purpose rather than imported from the package:
+# the rehearsal's files state what the hub publishes, independently of the code they test.
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -242,14 +244,6 @@ def _seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _git_sha1(path: Path) -> str:
@@ -431,7 +425,7 @@ def _write_hub_repo(root: Path, hub_id: str, scale: str, seed: int) -> dict[str,
         files: dict[str, int] = {}
         for path in sorted(p for p in build.iterdir() if not p.name.startswith(".")):
             lfs = path.suffix in (".bin", ".safetensors")
-            digest = _sha256(path) if lfs else _git_sha1(path)  # the hub's blob names: LFS sha256, else git's sha1
+            digest = file_sha256(path) if lfs else _git_sha1(path)  # the hub's blob names: LFS sha256, else git's sha1
             size = path.stat().st_size
             blob = repo / "blobs" / digest
             os.replace(path, blob)

@@ -48,7 +48,7 @@ from clipseg_lab.data.base import DatasetError
 from clipseg_lab.data.masks import IGNORE_INDEX, MaskError
 from clipseg_lab.errors import ClipsegLabError, ConfigError
 from clipseg_lab.engine.trainer import seed_everything
-from clipseg_lab.files import json_safe, save_png, write_csv, write_json
+from clipseg_lab.files import file_sha256, json_safe, save_png, write_csv, write_json
 from clipseg_lab.provenance import Provenance, git_commit
 from clipseg_lab.zeroshot.config import ZeroShotConfig, load_config
 from clipseg_lab.zeroshot.dense import DenseClip
@@ -378,11 +378,7 @@ def read_tile_record(tile_dir: Path) -> dict[str, Any] | None:
 
 def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     """`{"bytes": size, "sha256": hex digest}` of a file's contents."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+    return {"bytes": os.path.getsize(path), "sha256": file_sha256(path)}
 
 
 def input_fingerprint(tile: Any, config: ZeroShotConfig) -> dict[str, Any]:
