@@ -56,6 +56,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from clipseg_lab.engine import TrainConfig, train
+    from clipseg_lab.engine.trainer import TrainingInterrupted
 
     config = TrainConfig.from_yaml(args.config)
     if args.init_from:
@@ -65,7 +66,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.device:
         config.device = args.device
     config.resume = config.resume or args.resume
-    result = train(config)
+    config.overwrite = config.overwrite or args.overwrite
+    try:
+        result = train(config)
+    except TrainingInterrupted as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 130
     print(f"{result.stopped}; best epoch {result.best_epoch}: {result.monitor} "
           f"{result.best_metrics.get(result.monitor, float('nan')):.4f}; outputs in {result.out_dir}")
     return 0
@@ -313,11 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_parser("train", help="train a decoder from a YAML config",
                        description="Writes training_config.json, training_log.csv, checkpoints/, snapshots/ and "
-                                   "evaluation_results.json into the config's out_dir.")
+                                   "evaluation_results.json into the config's out_dir, each epoch committed once; "
+                                   "Ctrl-C stops after the current step, and the same command resumes.")
     p.add_argument("--config", required=True, help="YAML file (see configs/)")
     p.add_argument("--out", default=None, help="override out_dir")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the config's)")
-    p.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.safetensors")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in out_dir with this config (e.g. more epochs); the same command with the "
+                        "same config resumes without it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace another run's outputs in out_dir (only the files its owner file lists)")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start the decoder from these weights (sets model.init_from; same forms as evaluate's "
                         "--checkpoint)")

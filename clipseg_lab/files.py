@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,20 @@ def _new_temp_file(path: Path) -> Path:
         os.close(fd)
         return tmp
     raise FileExistsError(f"{path.parent}: could not create a temporary file beside {path.name}")
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}(?P<suffix>\.[^.]*)?$")
+
+
+def leftover_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Temporary files of `atomic_path` in `folder` that a killed process left (`.<name>.<8 hex><suffix>`)."""
+    folder = Path(folder)
+    found = []
+    for path in folder.iterdir() if folder.is_dir() else []:
+        match = _TEMP_NAME.match(path.name)
+        if match and path.is_file() and match["name"].endswith(match["suffix"] or ""):
+            found.append(path)
+    return found
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -24,8 +24,10 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        t = t.clone()
-        dist.all_reduce(t)
+        nccl = dist.get_backend() == "nccl"  # NCCL reduces CUDA tensors only; the counts may live on the CPU
+        reduced = t.to("cuda", copy=True) if nccl else t.clone()
+        dist.all_reduce(reduced)
+        return reduced.to(t.device)
     return t
 
 

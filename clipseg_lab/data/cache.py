@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from clipseg_lab.backbones.clip_backbone import ClipBackbone, Normalization
 from clipseg_lab.files import atomic_path
@@ -106,7 +106,7 @@ class ActivationCache:
                 meta = {"backbone": self.backbone.name, "fingerprint": self.fingerprint, "size": str(self.size),
                         "layers": json.dumps(self.layers), "dtype": str(self.storage_dtype)}
                 with atomic_path(self._path(keys[i])) as tmp:
-                    save_file({f"layer_{layer}": a for layer, a in zip(self.layers, acts)}, str(tmp), metadata=meta)
+                    tmp.write_bytes(save({f"layer_{layer}": a for layer, a in zip(self.layers, acts)}, metadata=meta))
         device = self.backbone.device
         stacked = [torch.stack([found[i][k] for i in range(len(images))]).to(device, torch.float32)
                    for k in range(len(self.layers))]

@@ -28,22 +28,23 @@ def swap_left_right(prompt: str) -> str:
 
 class JointTransform:
     """Resize image and mask together to `size` (square, as the backbone sees them), with optional
-    horizontal flips (the prompt's left / right swapped to match) and colour jitter (image only)."""
+    horizontal flips (the prompt's left / right swapped to match) and colour jitter (image only).
 
-    def __init__(self, size: int | tuple[int, int], *, flip: float = 0.0, colour_jitter: float = 0.0, seed: int = 0):
+    Random draws come from torch's RNG, as torchvision's own transforms do: `seed_everything` fixes them, each
+    DataLoader worker gets its own stream, and a resumed run continues the stream the trainer saved."""
+
+    def __init__(self, size: int | tuple[int, int], *, flip: float = 0.0, colour_jitter: float = 0.0):
         self.size = (size, size) if isinstance(size, int) else tuple(size)
-        self.flip, self.seed = flip, seed
+        self.flip = flip
         self.resize = v2.Resize(self.size, antialias=True)  # tv_tensors.Mask gets nearest neighbour
         self.jitter = v2.ColorJitter(colour_jitter, colour_jitter, colour_jitter) if colour_jitter else None
-        self.calls = 0
 
     def __call__(self, sample: Sample) -> Sample:
         out = dict(sample)
         image = tv_tensors.Image(sample["image"])
         mask = tv_tensors.Mask(sample["mask"]) if "mask" in sample else None
         image, mask = self.resize(image, mask) if mask is not None else (self.resize(image), None)
-        self.calls += 1
-        if self.flip and np.random.default_rng([self.seed, self.calls]).random() < self.flip:
+        if self.flip and float(torch.rand(())) < self.flip:
             image = v2.functional.horizontal_flip(image)
             mask = v2.functional.horizontal_flip(mask) if mask is not None else None
             if "prompt" in out:
@@ -59,16 +60,15 @@ class JointTransform:
 
 class RandomTemplate:
     """Replace a class-name prompt ("cat") by a random template filled with it ("a bad photo of a cat."),
-    as CLIPSeg trains; deterministic for a given (seed, call number)."""
+    as CLIPSeg trains; drawn from torch's RNG (see JointTransform)."""
 
-    def __init__(self, templates: Sequence[str] = CLIPSEG_TEMPLATES, seed: int = 0):
+    def __init__(self, templates: Sequence[str] = CLIPSEG_TEMPLATES):
         if not templates or any("{}" not in t for t in templates):
             raise ValueError("every template needs a '{}' where the class name goes")
-        self.templates, self.seed, self.calls = tuple(templates), seed, 0
+        self.templates = tuple(templates)
 
     def __call__(self, sample: Sample) -> Sample:
-        self.calls += 1
-        template = self.templates[int(np.random.default_rng([self.seed, self.calls]).integers(len(self.templates)))]
+        template = self.templates[int(torch.randint(len(self.templates), ()))]
         return {**sample, "prompt": template.format(sample["prompt"]), "class_prompt": sample["prompt"]}
 
 

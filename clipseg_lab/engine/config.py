@@ -71,7 +71,8 @@ class TrainConfig:
     cache_dir: str | None = None  # default: <out_dir>/activation_cache
     snapshot_samples: int = 4  # fixed validation samples predicted after every epoch
     max_seconds: float | None = None  # stop after the epoch that passes this wall time
-    resume: bool = False
+    resume: bool = False  # continue out_dir's run even if this config differs (the same config always resumes)
+    overwrite: bool = False  # replace another run in out_dir (only the entries its owner file lists)
 
     # -- YAML <-> dataclass ------------------------------------------------------------------------------
     @classmethod

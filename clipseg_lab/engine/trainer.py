@@ -2,7 +2,14 @@
 
 Writes into `out_dir`: training_config.json, training_log.csv (one row per epoch), checkpoints/last and
 best (.safetensors, atomic) with trainer_state.pt for resuming, snapshots/ (predictions of fixed validation
-samples after every epoch) and evaluation_results.json (the best epoch's validation metrics).
+samples after every epoch), evaluation_results.json (the best epoch's validation metrics) and the folder's
+owner file (clipseg_lab.ownership: a folder of another run is refused, the same run is resumed).
+
+Each epoch is committed once: checkpoints/trainer_state.pt, written atomically, holds everything a resume needs
+(the decoder's weights, optimizer, scheduler, grad scaler, every RNG, the log's rows, the best epoch and its
+metrics). The other files are derived from it and written after it; a resume rewrites whichever of them a kill
+left behind (the log, last, best, the epoch's snapshot) and removes snapshots of epochs that never committed, so a
+run killed at any write resumes to the same result as an uninterrupted one. Ctrl-C stops after the current step.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +41,14 @@ from clipseg_lab.data.cache import ActivationCache
 from clipseg_lab.data.registry import open_dataset
 from clipseg_lab.data.transforms import JointTransform, WithNegatives
 from clipseg_lab.engine.config import ConfigError, ModelConfig, TrainConfig
-from clipseg_lab.files import atomic_path, write_json
+from clipseg_lab.errors import ClipsegLabError, WeightsFormatError
+from clipseg_lab.files import atomic_path, leftover_temp_files, write_json
 from clipseg_lab.losses import LOSSES, build_loss
 from clipseg_lab.metrics import BinaryMetrics, SegmentationMetrics
 from clipseg_lab.models.checkpoint import read_checkpoint_meta, save_model
 from clipseg_lab.models.clip_unet import ClipUNet
 from clipseg_lab.models.registry import FAMILIES, SEMANTIC_FAMILIES, build_model, get_preset
+from clipseg_lab.ownership import claim
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +57,69 @@ LOG_FIELDS = ["epoch", "train_loss", "val_loss", "iou_fg", "miou", "dice", "ap",
 
 
 PER_IMAGE_KEYS = ("image_iou", "image_miou", "image_scores")  # kept in memory, not in evaluation_results.json
+STATE_FORMAT = 2
+# what a training folder held before owner files existed: adopted as an earlier run of `train`
+TRAIN_OUTPUTS = ("training_config.json", "training_log.csv", "evaluation_results.json", "checkpoints", "snapshots",
+                 "activation_cache")
+
+
+class TrainingInterrupted(ClipsegLabError):
+    """Ctrl-C during training: the run stopped after the current step; the last committed epoch is kept."""
+
+
+def run_inputs(config: TrainConfig) -> dict[str, Any]:
+    """What decides a run's results: the config without where and how it runs (folder, device, workers, resume)."""
+    import clipseg_lab
+
+    inputs = config.to_dict()
+    for key in ("out_dir", "device", "resume", "overwrite", "max_seconds", "cache_dir"):
+        inputs.pop(key, None)
+    inputs["data"].pop("num_workers", None)
+    inputs["version"] = clipseg_lab.__version__
+    return inputs
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [name, keys.tolist(), pos, has_gauss, gauss],
+            "torch": torch.get_rng_state(), "loader": generator.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["loader"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class RunState:
+    """Where a run stands after its last committed epoch (saved in trainer_state.pt with the weights and RNGs)."""
+    epoch: int = 0
+    best: float = -math.inf
+    best_epoch: int = 0
+    stale: int = 0  # epochs since the best one
+    history: list[dict[str, Any]] = field(default_factory=list)  # training_log.csv's rows
+    best_metrics: dict[str, Any] = field(default_factory=dict)  # validation metrics of the best epoch
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _storable(value: Any) -> Any:
+    """Plain Python and tensors only (what torch.load(weights_only=True) reads back): NumPy values converted."""
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_storable(v) for v in value] if isinstance(value, list) else tuple(_storable(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 @dataclass
@@ -262,6 +336,8 @@ class Trainer:
                                      sampler=val_sampler, num_workers=d.num_workers)
         step = self.model if self.semantic else DecoderStep(self.model)
         self.step = DistributedDataParallel(step) if self.distributed else step
+        self.generator = generator
+        self.ownership = self._claim_out_dir()  # before the first file goes into out_dir
         cache_dir = config.cache_dir or self.out / "activation_cache"
         self.cache = None
         if config.use_cache and not self.semantic:
@@ -279,6 +355,21 @@ class Trainer:
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
                           else torch.float16) if (config.amp and self.device.type == "cuda") else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self._stop_requested = False  # set by Ctrl-C; the current step finishes first
+        self._committed: RunState | None = None  # the last epoch whose state is on disk
+
+    def _claim_out_dir(self):
+        """out_dir for this run: new, or this run's (resumed), or -- with resume / overwrite -- an earlier one's."""
+        overwrite = getattr(self.config, "overwrite", False)
+        if self.distributed and not self.main_process:
+            dist.barrier()  # the main process decides (and removes an overwritten run's files) first
+        ownership = claim(self.out, "train", run_inputs(self.config), resume=self.config.resume, overwrite=overwrite,
+                          option="out_dir", legacy=TRAIN_OUTPUTS, write=self.main_process)
+        if self.distributed and self.main_process:
+            dist.barrier()
+        if self.config.resume and not ownership.resumed:
+            raise ConfigError(f"resume: {self.out} holds no run of `clipseg-lab train` to resume from")
+        return ownership
 
     # -- one batch -----------------------------------------------------------------------------------------
     def _logits(self, batch: dict, step: nn.Module | None = None) -> torch.Tensor:
@@ -321,11 +412,14 @@ class Trainer:
             self._check_binary(batch["mask"])
             mask = batch["mask"].to(self.device)
             loss = self.loss_fn(self._logits(batch), mask)
-            bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0])
+            # on the model's device: NCCL reduces only CUDA tensors
+            flags = torch.tensor([0.0 if torch.isfinite(loss) else 1.0, float(self._stop_requested)], device=self.device)
             if self.distributed:  # every rank stops together, or none does
-                dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-            if bad.item():
+                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            if flags[0].item():
                 raise FloatingPointError(f"loss is {loss.item()} (on this or another rank) at epoch {epoch}, step {step}")
+            if flags[1].item():
+                raise TrainingInterrupted(f"epoch {epoch}, step {step}")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.config.optim.grad_clip:
@@ -338,7 +432,7 @@ class Trainer:
 
     def _mean_across_ranks(self, total: float, count: int) -> float:
         if self.distributed:
-            t = torch.tensor([total, float(count)], dtype=torch.float64)
+            t = torch.tensor([total, float(count)], dtype=torch.float64, device=self.device)
             dist.all_reduce(t)
             total, count = float(t[0]), int(t[1])
         return total / max(count, 1)
@@ -353,6 +447,8 @@ class Trainer:
         total, count = 0.0, 0
         local = self.model if self.semantic else DecoderStep(self.model)  # no gradient sync needed here
         for batch in self.val_loader:
+            if self._stop_requested and not self.distributed:  # ranks stop together, at the next training step
+                raise TrainingInterrupted("validation")
             mask = batch["mask"].to(self.device)
             logits = self._logits(batch, step=local)
             total, count = total + self.loss_fn(logits, mask).item() * len(mask), count + len(mask)
@@ -401,115 +497,188 @@ class Trainer:
             info["fine_tuned_from"] = self.config.model.init_from
         return save_model(self.model, self.out / "checkpoints" / f"{name}.safetensors", **info)
 
-    def _save_state(self, epoch: int, best: float, best_epoch: int, stale: int) -> None:
-        state = {"epoch": epoch, "best": best, "best_epoch": best_epoch, "stale": stale,
-                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+    def _save_state(self, run: RunState) -> None:
+        """The epoch's commit: one atomic file with all a resume needs (every other output derives from it)."""
+        state = {"format": STATE_FORMAT, "model": self.model.name, "architecture": _architecture(self.model.config),
+                 **dataclasses.asdict(run), "decoder": self.model.trainable_state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict(), "rng": _rng_state(self.generator)}
         with atomic_path(self.out / "checkpoints" / "trainer_state.pt") as tmp:
-            torch.save(state, tmp)
+            torch.save(_storable(state), tmp)
 
-    def _resume(self) -> tuple[int, float, int, int]:
-        last = self.out / "checkpoints" / "last.safetensors"
+    def _resume(self) -> RunState | None:
+        """Restore the last committed epoch (None: nothing was committed yet) and repair what a kill left behind."""
         state_file = self.out / "checkpoints" / "trainer_state.pt"
-        if not (last.is_file() and state_file.is_file()):
-            raise ConfigError(f"resume: no {last} and trainer_state.pt to resume from")
-        meta = read_checkpoint_meta(last)
-        ours = dataclasses.asdict(self.model.config)
-        theirs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items()}
-        ours = {k: (tuple(v) if isinstance(v, list) else v) for k, v in ours.items()}
-        if meta["model"] != self.model.name or theirs != ours:
-            raise ConfigError(f"resume: {last} holds {meta['model']} {theirs}, but the config builds "
-                              f"{self.model.name} {ours}; resume with the config it was trained with")
-        from safetensors.torch import load_file
-
-        self.model.load_trainable_state_dict(load_file(str(last)))
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        if not state_file.is_file():
+            if self.config.resume and (self.out / "checkpoints" / "last.safetensors").is_file():
+                raise ConfigError(f"resume: {self.out / 'checkpoints'} holds last.safetensors but no trainer_state.pt; "
+                                  "without it the optimizer and RNG states are lost. Start a new run (--overwrite)")
+            return None  # killed before its first epoch was committed: start again
+        try:
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 -- any unreadable state gets the same answer
+            raise WeightsFormatError(f"{state_file}: not a readable training state ({type(exc).__name__}); start a "
+                                     "new run (--overwrite)") from exc
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ConfigError(f"resume: {state_file} was written by an older clipseg-lab (state format "
+                              f"{state.get('format', 1) if isinstance(state, dict) else '?'}, this one reads "
+                              f"{STATE_FORMAT}); start a new run (--overwrite)")
+        ours = {"model": self.model.name, "architecture": _architecture(self.model.config)}
+        theirs = {"model": state["model"], "architecture": {k: _plain(v) for k, v in state["architecture"].items()}}
+        if ours != theirs:
+            raise ConfigError(f"resume: {self.out} holds {theirs['model']} {theirs['architecture']}, but the config "
+                              f"builds {ours['model']} {ours['architecture']}; resume with the config it was trained "
+                              "with")
+        self.model.load_trainable_state_dict(state["decoder"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        return state["epoch"], state["best"], state["best_epoch"], state["stale"]
+        self.scaler.load_state_dict(state["scaler"])
+        run = RunState(**{f.name: state[f.name] for f in dataclasses.fields(RunState)})
+        if self.main_process:
+            self._repair(run)
+        if self.distributed:
+            dist.barrier()
+        _set_rng_state(state["rng"], self.generator)  # last: repairing draws no random number, but say so anyway
+        log.info("resumed %s after epoch %d (best epoch %d)", self.out, run.epoch, run.best_epoch)
+        return run
+
+    def _repair(self, run: RunState) -> None:
+        """Bring the derived outputs in line with the committed state: a kill after the state's write leaves the
+        log, last, best or the epoch's snapshot behind; a kill before it leaves outputs of an uncommitted epoch."""
+        repaired = []
+        for folder in (self.out, self.out / "checkpoints", self.out / "snapshots"):
+            for leftover in leftover_temp_files(folder):
+                leftover.unlink()
+                repaired.append(f"removed {leftover.name}")
+        self._write_log(run.history)
+        for name, epoch, metrics in (("last", run.epoch, run.last_metrics), ("best", run.best_epoch, run.best_metrics)):
+            path = self.out / "checkpoints" / f"{name}.safetensors"
+            stored = (read_checkpoint_meta(path).get("info") or {}).get("epoch") if path.is_file() else None
+            if stored == epoch or not metrics:
+                continue
+            if epoch != run.epoch:
+                raise ConfigError(f"resume: {path} holds epoch {stored}, the state says {epoch}, and only epoch "
+                                  f"{run.epoch}'s weights are kept; start a new run (--overwrite)")
+            self._save(name, epoch, metrics)  # the model holds exactly this epoch's weights
+            repaired.append(f"{name} (epoch {epoch})")
+        folder = self.out / "snapshots"
+        for path in sorted(folder.glob("epoch_*.npz")) if folder.is_dir() else []:
+            if int(path.stem.split("_")[1]) > run.epoch:  # an epoch that never committed
+                path.unlink()
+                repaired.append(f"removed {path.name}")
+        snapshot_epoch = run.epoch
+        if self.config.snapshot_samples and run.history and not (folder / f"epoch_{snapshot_epoch:03d}.npz").is_file():
+            self.snapshot(snapshot_epoch)
+            repaired.append(f"snapshot {snapshot_epoch}")
+        if repaired:
+            log.info("resume repaired what an interrupted write left: %s", ", ".join(repaired))
 
     # -- the whole run -------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        """Train (or resume) to the end; Ctrl-C stops after the current step with the last epoch kept."""
+        handler_installed = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._request_stop) if handler_installed else None
+        try:
+            return self._fit()
+        except TrainingInterrupted as exc:
+            epoch = self._committed.epoch if self._committed else None
+            kept = (f"epoch {epoch} is saved in {self.out}" if epoch is not None
+                    else f"no epoch was finished yet in {self.out}")
+            raise TrainingInterrupted(f"interrupted at {exc}; {kept}; run the same command again to resume") from None
+        finally:
+            if handler_installed:
+                signal.signal(signal.SIGINT, previous)
+
+    def _request_stop(self, signum, frame) -> None:
+        if self._stop_requested:  # a second Ctrl-C: stop now, as Python would
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        log.warning("Ctrl-C: stopping after the current step (press it again to stop at once)")
+
+    def _fit(self) -> TrainResult:
         config, start_time = self.config, time.perf_counter()
         main = self.main_process
-        self.out.mkdir(parents=True, exist_ok=True)
         if main:
+            self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "training_config.json", {"config": config.to_dict(), "world_size": self.world,
                                                            "provenance": self.model.provenance.as_dict()})
-        start, best, best_epoch, stale = 0, -math.inf, 0, 0
-        if config.resume:
-            start, best, best_epoch, stale = self._resume()
-        log_path = self.out / "training_log.csv"
-        history = list(csv.DictReader(log_path.open())) if (config.resume and log_path.is_file()) else []
-        stopped, best_metrics = f"finished {config.epochs} epochs", {}
-        if config.model.init_from and start == 0 and not any(int(r["epoch"]) == 0 for r in history):
+            self.ownership.record("training_config.json")
+        run = self._resume() if self.ownership.resumed else None
+        self._committed = run
+        run = run or RunState()
+        stopped = f"finished {config.epochs} epochs"
+        if config.model.init_from and not any(int(r["epoch"]) == 0 for r in run.history):
             # epoch 0: the loaded weights' score, the start of the curve and the first candidate for "best"
             t0 = time.perf_counter()
             metrics = self.validate()
-            if main:
-                self.snapshot(0)
-            history.append({"epoch": 0, **{k: metrics[k] for k in LOG_FIELDS if k in metrics},
-                            "seconds": round(time.perf_counter() - t0, 3)})
-            score = metrics[self.monitor]
-            improved = score > best
-            if improved:
-                best, best_metrics = score, metrics
-            self._commit_epoch(0, history, metrics, improved, best, best_epoch, stale)
-            log.info("epoch 0 (%s, before training): val %s %.4f", config.model.init_from, self.monitor, score)
-        epoch = start
-        for epoch in range(start + 1, config.epochs + 1):
-            t0 = time.perf_counter()
-            lr = self.optimizer.param_groups[0]["lr"]
-            try:
-                train_loss = self.train_epoch(epoch)
-            except FloatingPointError as exc:
-                stopped = f"stopped: {exc}; the last good checkpoint is checkpoints/last.safetensors (epoch {epoch - 1})"
-                log.error(stopped)
-                epoch -= 1
-                break
-            self.scheduler.step()
-            metrics = self.validate()
-            if main:
-                self.snapshot(epoch)
-            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": metrics["val_loss"], "lr": lr,
-                   "seconds": round(time.perf_counter() - t0, 3)}
-            row.update({k: metrics[k] for k in LOG_FIELDS if k in metrics})
-            history.append(row)
-            score = metrics[self.monitor]  # the same on every rank: metrics are summed across ranks
-            improved = score > best
-            if improved:
-                best, best_epoch, stale, best_metrics = score, epoch, 0, metrics
-            else:
-                stale += 1
-            self._commit_epoch(epoch, history, metrics, improved, best, best_epoch, stale)
-            log.info("epoch %d: train loss %.4f, val %s %.4f", epoch, train_loss, self.monitor, score)
-            if config.patience is not None and stale >= config.patience:
-                stopped = f"early stop: no better {self.monitor} for {stale} epochs"
-                break
-            if config.max_seconds and time.perf_counter() - start_time > config.max_seconds:
-                stopped = f"stopped after {time.perf_counter() - start_time:.0f} s (max_seconds {config.max_seconds})"
-                break
-        results = {"best_epoch": best_epoch, "monitor": self.monitor, "stopped": stopped,
-                   "metrics": {k: v for k, v in best_metrics.items() if k not in PER_IMAGE_KEYS},
+            run.history.append({"epoch": 0, **{k: metrics[k] for k in LOG_FIELDS if k in metrics},
+                                "seconds": round(time.perf_counter() - t0, 3)})
+            run.best, run.best_metrics, run.last_metrics = metrics[self.monitor], metrics, metrics
+            self._commit_epoch(run)
+            log.info("epoch 0 (%s, before training): val %s %.4f", config.model.init_from, self.monitor, run.best)
+        if config.patience is not None and run.stale >= config.patience:
+            stopped = f"early stop: no better {self.monitor} for {run.stale} epochs"
+        else:
+            for epoch in range(run.epoch + 1, config.epochs + 1):
+                t0 = time.perf_counter()
+                lr = self.optimizer.param_groups[0]["lr"]
+                try:
+                    train_loss = self.train_epoch(epoch)
+                except FloatingPointError as exc:
+                    stopped = (f"stopped: {exc}; the last good checkpoint is checkpoints/last.safetensors "
+                               f"(epoch {run.epoch})")
+                    log.error(stopped)
+                    break
+                self.scheduler.step()
+                metrics = self.validate()
+                row = {"epoch": epoch, "train_loss": train_loss, "val_loss": metrics["val_loss"], "lr": lr,
+                       "seconds": round(time.perf_counter() - t0, 3)}
+                row.update({k: metrics[k] for k in LOG_FIELDS if k in metrics})
+                score = metrics[self.monitor]  # the same on every rank: metrics are summed across ranks
+                run.epoch, run.last_metrics = epoch, metrics
+                run.history.append(row)
+                if score > run.best:
+                    run.best, run.best_epoch, run.stale, run.best_metrics = score, epoch, 0, metrics
+                else:
+                    run.stale += 1
+                self._commit_epoch(run)
+                log.info("epoch %d: train loss %.4f, val %s %.4f", epoch, train_loss, self.monitor, score)
+                if config.patience is not None and run.stale >= config.patience:
+                    stopped = f"early stop: no better {self.monitor} for {run.stale} epochs"
+                    break
+                if config.max_seconds and time.perf_counter() - start_time > config.max_seconds:
+                    stopped = f"stopped after {time.perf_counter() - start_time:.0f} s (max_seconds {config.max_seconds})"
+                    break
+        results = {"best_epoch": run.best_epoch, "monitor": self.monitor, "stopped": stopped,
+                   "metrics": {k: v for k, v in run.best_metrics.items() if k not in PER_IMAGE_KEYS},
                    "provenance": self.model.provenance.as_dict(),
                    "cache": self.cache.report() if self.cache else "online backbone"}
         if main:
             write_json(self.out / "evaluation_results.json", results)
-        trained = f"trained ({self.out.name}, best epoch {best_epoch})"
+            self.ownership.record("evaluation_results.json")
+        trained = f"trained ({self.out.name}, best epoch {run.best_epoch})"
         if config.model.init_from:
             trained += f", fine-tuned from {config.model.init_from}"
         provenance = dataclasses.replace(self.model.provenance, decoder=trained)
-        return TrainResult(self.out, epoch, best_epoch, best_metrics, stopped, history, self.monitor, provenance)
+        return TrainResult(self.out, run.epoch, run.best_epoch, run.best_metrics, stopped, run.history, self.monitor,
+                           provenance)
 
-    def _commit_epoch(self, epoch: int, history: list[dict], metrics: dict, improved: bool, best: float,
-                      best_epoch: int, stale: int) -> None:
-        """An epoch's outputs on the main process: the log, last (and best when it improved), the state; then
-        every rank waits for them."""
+    def _commit_epoch(self, run: RunState) -> None:
+        """An epoch's outputs on the main process: first the state (the commit), then what derives from it -- the
+        log, last, best when this epoch is the best, the snapshot; then every rank waits for them."""
         if self.main_process:
-            self._write_log(history)
-            self._save("last", epoch, metrics)
-            if improved:
-                self._save("best", epoch, metrics)
-            self._save_state(epoch, best, best_epoch, stale)
+            self._save_state(run)
+            self._write_log(run.history)
+            self._save("last", run.epoch, run.last_metrics)
+            if run.best_epoch == run.epoch:
+                self._save("best", run.epoch, run.best_metrics)
+            self.snapshot(run.epoch)
+            self.ownership.record(*(self.out / "checkpoints" / f for f in ("trainer_state.pt", "last.safetensors")),
+                                  self.out / "training_log.csv")
+            for extra in ("checkpoints/best.safetensors", "snapshots", "activation_cache"):
+                if (self.out / extra).exists():
+                    self.ownership.record(self.out / extra)
+        self._committed = dataclasses.replace(run)
         if self.distributed:
             dist.barrier()
 
