@@ -93,6 +93,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.dataset not in DATASETS:  # the unknown-name error (with its suggestion) before any weights load
         open_dataset(args.dataset, args.data, args.split)
+    ownership = _claim_out("evaluate", args, ("checkpoint", "dataset", "data", "split", "backbone", "threshold",
+                                              "visualize_samples", "limit", "placeholder_images", "data_option"))
     model = cl.load_model(args.checkpoint, backbone=args.backbone, device=args.device)
     # the loader options the checkpoint was trained with (e.g. SyntheticShapes' mode), for the same dataset
     trained_on = (model.provenance.extra.get("config") or {}).get("data") or {}
@@ -118,12 +120,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             files.append(save_figure(fig, Path(args.out) / f"{stem}.png", provenance=model.provenance,
                                      data=f"{args.dataset} {args.split}"))
             plt.close(fig)
+    ownership.record(*files, *Path(args.out).glob("manifest.json"))  # the figures' manifest, when there are figures
     o = result["overall"]
     scores = (f"IoU_FG {o['iou_fg']:.4f}, mIoU {o['miou']:.4f}, Dice {o['dice']:.4f}, AP {o['ap']:.4f}" if "iou_fg" in o
               else f"pixel accuracy {o['pixel_accuracy']:.4f}, mIoU {o['miou']:.4f}, mean foreground Dice "
                    f"{o['mean_foreground_dice']:.4f}")
     print(f"{result['samples']} samples: {scores}; wrote {', '.join(f.name for f in files)} to {args.out}")
     return 0
+
+
+def _claim_out(command: str, args: argparse.Namespace, keys: tuple[str, ...]):
+    """`--out` for this command's run (clipseg_lab.ownership): the same arguments rewrite their own outputs; another
+    run's folder needs --overwrite (which removes only that run's listed files); a foreign folder is refused."""
+    from clipseg_lab.ownership import claim
+
+    inputs = {}
+    for key in keys:
+        value = getattr(args, key)
+        is_path = key in ("checkpoint", "data", "image_dir") and value and Path(value).exists()
+        inputs[key] = str(Path(value).resolve()) if is_path else value
+    return claim(args.out, command, inputs, overwrite=args.overwrite, can_resume=False)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -194,8 +210,12 @@ def cmd_hypothesis(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     options = {"image_dir": args.image_dir} if args.image_dir else {}
+    ownership = _claim_out("hypothesis", args, ("dataset", "data", "pair_distance", "subsample", "mode",
+                                                "neighbourhood", "random_pairs", "objects", "split", "limit",
+                                                "image_dir", "seed"))
     result = run_hypothesis(args.dataset, args.data, config, splits=args.split, **options)
     files = write_report(result, args.out)
+    ownership.record(*files.values(), *Path(args.out).glob("manifest.json"))
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if result.skipped:
@@ -225,7 +245,7 @@ def cmd_rs_infer(args: argparse.Namespace) -> int:
                             sam=args.sam, layers=args.layers, variant=args.variant, device=args.device,
                             overrides=parse_assignments(args.set))
     summary = run(config, shard=parse_shard(args.shard), resume=not args.no_resume, limit=args.limit,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, overwrite=args.overwrite)
     print(summary.report())
     where = config.output.base_dir
     print(f"outputs in {where}/{config.output.visualizations_subdir}/<tile>/"
@@ -273,6 +293,10 @@ def probability(text: str) -> float:
 CHECKPOINT_FORMATS = ("a hub id (e.g. CIDAS/clipseg-rd64-refined), a Hugging Face CLIPSeg "
                       "directory, an original CLIPSeg decoder .pth (rd64-uni.pth, rd64-uni-refined.pth, rd16-uni.pth) "
                       "or a clipseg-lab .safetensors from `clipseg-lab train`")
+
+
+OVERWRITE_HELP = ("replace another run's outputs in the output folder: only the files its .clipseg-lab-owner.json "
+                  "lists are removed, nothing else")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,8 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in out_dir with this config (e.g. more epochs); the same command with the "
                         "same config resumes without it")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace another run's outputs in out_dir (only the files its owner file lists)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start the decoder from these weights (sets model.init_from; same forms as evaluate's "
                         "--checkpoint)")
@@ -353,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a dataset loader option (YAML value), repeatable; default: the options the checkpoint was "
                         "trained with when --dataset is its training dataset")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when present)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(func=cmd_evaluate)
 
     p = add_parser("prepare", help="write a resized, rasterised copy of a dataset (Train/Val/Test)",
@@ -366,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="at most this many samples per split")
     p.add_argument("--placeholder-images", action="store_true",
                    help="RefCOCO without COCO images: grey placeholders of the true sizes (smoke runs only)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(func=cmd_prepare)
 
     p = add_parser("hypothesis", help="test: do intensities vary less inside objects than across boundaries?",
@@ -395,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="at most N images per split")
     p.add_argument("--image-dir", default=None, help="RefCOCO / PhraseCut images folder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(func=cmd_hypothesis)
 
     p = add_parser("rs-infer", help="training-free segmentation of remote-sensing tiles (ReSeg-CLIP and relatives)",
@@ -416,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N tiles (sorted by name)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--no-resume", action="store_true", help="segment finished tiles again")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key (dotted; the value is read as YAML), e.g. --set sliding.stride=56 "

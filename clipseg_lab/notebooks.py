@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from clipseg_lab.files import write_json
+from clipseg_lab.ownership import OWNER_FILE, claim
 from clipseg_lab.provenance import git_commit, package_versions
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,11 @@ def environment_variables(**variables: str):
                 os.environ[key] = value
 
 
+# what the runner and the notebooks wrote before owner files existed (adopted as the runner's)
+RUN_DIR_NAMES = ("[0-9][0-9]_*", "manifest.json", "checkpoints", "*.ipynb")
+FIGURE_NAMES = ("[0-9][0-9]_*", "manifest.json")
+
+
 def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device: str | None = None,
                   run_root: str | os.PathLike | None = None, figures_root: str | os.PathLike | None = None,
                   root: Path | None = None, overlay: str | None = None,
@@ -219,8 +225,12 @@ def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device:
                   root / "notebooks")
     run_root = Path(run_root or root / "papermill_runs" / profile).resolve()
     figures_root = Path(figures_root or root / "figures" / profile).resolve()
-    run_root.mkdir(parents=True, exist_ok=True)
-    figures_root.mkdir(parents=True, exist_ok=True)
+    # the runner's folders (clipseg_lab.ownership): a folder of another command, or one no clipseg-lab command
+    # wrote, is refused; our own (committed ones too) are rewritten notebook by notebook
+    owners = {folder: claim(folder, "notebooks", {"profile": profile, "overlay": overlay}, resume=True, legacy=legacy,
+                            option=option)
+              for folder, legacy, option in ((run_root, RUN_DIR_NAMES, "--run-dir"),
+                                             (figures_root, FIGURE_NAMES, "--figures-dir"))}
     manifest = {
         "profile": profile, "overlay": overlay, "commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "packages": package_versions(), "backbone": params.get("backbone"), "device": device or params.get("device"),
@@ -260,6 +270,8 @@ def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device:
         if (run_root / book.name).is_file():
             shrink_embedded_images(run_root / book.name)
         write_json(run_root / "manifest.json", manifest)
+        for folder, ownership in owners.items():  # whatever appeared at the top level is this run's
+            ownership.record(*(p for p in folder.iterdir() if p.name != OWNER_FILE))
         print(f"{book.name}: {record['status']} in {record['seconds']:.1f} s"
               + (f" -- cell {record.get('cell')}: {record['error']}" if record["status"] != "ok" else ""), flush=True)
         if record["status"] != "ok":

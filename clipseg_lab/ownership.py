@@ -12,6 +12,7 @@ The rules every command follows (`claim`):
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -34,12 +35,18 @@ def fingerprint(inputs: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+SEGMENT_MARKER = ".clipseg-lab-segment.json"  # `segment` keeps its own per-image records (clipseg_lab.batch)
+
+
 def read_owner(folder: str | os.PathLike) -> dict[str, Any] | None:
     """The owner record of `folder`, or None when it has none (or an unreadable one)."""
+    folder = Path(folder)
     try:
-        record = json.loads((Path(folder) / OWNER_FILE).read_text())
+        record = json.loads((folder / OWNER_FILE).read_text())
     except (OSError, ValueError):
-        return None
+        record = None
+    if record is None and (folder / SEGMENT_MARKER).is_file():
+        return {"command": "segment", "run": None, "entries": None}  # segment's files are for segment to replace
     return record if isinstance(record, dict) and "command" in record else None
 
 
@@ -51,6 +58,13 @@ class Ownership:
     inputs: dict[str, Any]
     resumed: bool  # the folder held this run (or, with resume=True, an earlier run of this command)
     entries: list[str] = field(default_factory=list)  # paths relative to the folder; a trailing "/" marks a folder
+    replaced: list[str] = field(default_factory=list)  # the overwritten owner's entries, until remove_replaced()
+
+    def remove_replaced(self) -> None:
+        """Delete the entries of the run this one overwrites (claim(..., defer_removal=True) waits for this call:
+        a command that builds its outputs elsewhere first keeps the old ones until the new ones are ready)."""
+        remove_entries(self.folder, self.replaced, keep_owner_file=True)
+        self.replaced = []
 
     def record(self, *paths: str | os.PathLike) -> None:
         """Add outputs (absolute, or relative to the folder) to the owner file's list."""
@@ -81,19 +95,22 @@ def _relative(folder: Path, path: Path) -> str:
 
 def claim(folder: str | os.PathLike, command: str, inputs: dict[str, Any], *, resume: bool = False,
           overwrite: bool = False, option: str = "--out", legacy: tuple[str, ...] = (),
-          write: bool = True) -> Ownership:
+          write: bool = True, defer_removal: bool = False, can_resume: bool = True) -> Ownership:
     """Take `folder` for `command`'s run with these `inputs` (see the module docstring for the rules).
 
-    `legacy`: the top-level names this command wrote before owner files existed; a folder holding only such
-    names is adopted as this command's (an earlier, unknown run). `write=False` only decides (for the other ranks
-    of a distributed run: the main process writes)."""
+    `legacy`: the top-level names (fnmatch patterns) this command wrote before owner files existed; a folder
+    holding only such names is adopted as this command's (an earlier, unknown run). `write=False` only decides
+    (for the other ranks of a distributed run: the main process writes). `defer_removal`: an overwritten run's
+    entries stay until `Ownership.remove_replaced()`. `can_resume`: whether the command takes --resume (the
+    refusal's advice)."""
     folder = Path(folder).expanduser()
+    inputs = json.loads(json.dumps(json_safe(inputs), sort_keys=True, default=str))  # as the owner file holds them
     run = fingerprint(inputs)
     if folder.exists() and not folder.is_dir():
         raise OutputDirError(f"{option} {folder}: exists and is not a folder; name a folder")
     owner = read_owner(folder) if folder.is_dir() else None
     present = sorted(p.name for p in folder.iterdir() if p.name != OWNER_FILE) if folder.is_dir() else []
-    if owner is None and present and legacy and all(name in legacy for name in present):
+    if owner is None and present and legacy and all(any(fnmatch.fnmatch(n, pat) for pat in legacy) for n in present):
         owner = {"command": command, "run": None, "entries": [f"{n}/" if (folder / n).is_dir() else n for n in present]}
     mine = Ownership(folder, command, run, inputs, resumed=False)
     if owner is None:
@@ -106,20 +123,28 @@ def claim(folder: str | os.PathLike, command: str, inputs: dict[str, Any], *, re
         mine.resumed, mine.entries = True, list(owner.get("entries") or [])
     elif owner.get("command") == command and resume:
         mine.resumed, mine.entries = True, list(owner.get("entries") or [])
+    elif overwrite and owner.get("entries") is None:
+        raise OutputDirError(f"{option} {folder}: written by `clipseg-lab {owner.get('command')}`, which keeps its own "
+                             "records there; --overwrite replaces only a clipseg-lab command's listed outputs. Choose "
+                             "another folder")
     elif overwrite:
-        if write:
-            remove_entries(folder, owner.get("entries") or [])
+        mine.replaced = list(owner.get("entries") or [])
+        if write and not defer_removal:
+            mine.remove_replaced()
     else:
         theirs = f"`clipseg-lab {owner.get('command')}`"
+        if owner.get("entries") is None:
+            raise OutputDirError(f"{option} {folder}: written by {theirs}; choose another folder")
         if owner.get("command") != command:
             raise OutputDirError(f"{option} {folder}: written by {theirs}, not `clipseg-lab {command}`; choose another "
                                  f"folder, or pass --overwrite to remove that command's outputs (only the entries "
                                  f"{OWNER_FILE} lists) and write here")
-        differ = _differences(owner.get("inputs") or {}, inputs)
+        differ = (_differences(owner["inputs"], inputs) if "inputs" in owner
+                  else "written before clipseg-lab kept owner files, so its settings are unknown")
+        advice = "pass --resume to continue it with these settings, " if can_resume else "pass "
         raise OutputDirError(f"{option} {folder}: holds another run of {theirs}"
-                             f"{' (' + differ + ')' if differ else ''}; pass --resume to continue it with these "
-                             f"settings, --overwrite to replace its outputs (only the entries {OWNER_FILE} lists), or "
-                             "choose another folder")
+                             f"{' (' + differ + ')' if differ else ''}; {advice}--overwrite to replace its outputs (only "
+                             f"the entries {OWNER_FILE} lists), or choose another folder")
     if write:
         folder.mkdir(parents=True, exist_ok=True)
         mine.write()
@@ -139,7 +164,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return "; ".join(out[:3]) + ("; ..." if len(out) > 3 else "")
 
 
-def remove_entries(folder: Path, entries: list[str]) -> None:
+def remove_entries(folder: Path, entries: list[str], *, keep_owner_file: bool = False) -> None:
     """Delete the listed entries of `folder` (and folders they leave empty); never anything else. An entry that
     would lead outside the folder is skipped (a tampered owner file deletes nothing of anyone else's)."""
     root = folder.resolve()
@@ -160,4 +185,5 @@ def remove_entries(folder: Path, entries: list[str]) -> None:
         while parent.resolve() != root and parent.is_dir() and not any(parent.iterdir()):
             parent.rmdir()
             parent = parent.parent
-    (folder / OWNER_FILE).unlink(missing_ok=True)
+    if not keep_owner_file:
+        (folder / OWNER_FILE).unlink(missing_ok=True)

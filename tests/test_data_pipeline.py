@@ -83,8 +83,11 @@ def test_prepare_writes_a_whole_copy(samples, tmp_path):
     assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 1, 2, 255}  # nearest: no blended labels
     assert Image.open(next((out / "Train" / "images_clip").glob("*.png"))).size == (32, 32)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder left behind"
-    with pytest.raises(FileExistsError):
-        prepare_dataset("oxford_pet", samples / "oxford_pet", out)
+    from clipseg_lab.errors import OutputDirError
+
+    with pytest.raises(OutputDirError, match="holds another run of `clipseg-lab prepare` .*--overwrite"):
+        prepare_dataset("oxford_pet", samples / "oxford_pet", out)  # other sizes: another run
+    assert prepare_dataset("oxford_pet", samples / "oxford_pet", out, network_size=64, backbone_size=32) == manifest
     code = main(["prepare", "--dataset", "refcoco", "--data", str(samples / "refcoco" / "refcoco.json"), "--out",
                  str(tmp_path / "refs"), "--placeholder-images", "--network-size", "32", "--backbone-size", "32"])
     assert code == 0 and (tmp_path / "refs" / "Val" / "samples.csv").read_text().count(",True") >= 1

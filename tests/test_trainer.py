@@ -79,7 +79,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
 def test_early_stopping(tmp_path):
     config = _config(tmp_path, epochs=6, patience=1)
-    config["optim"] = {"lr": 0.0}  # nothing improves after the first epoch
+    config["optim"] = {"lr": 1e-30}  # nothing improves after the first epoch (lr must be > 0: steps lost in rounding)
     result = train(config)
     assert result.stopped.startswith("early stop") and result.epochs_run == 2
 

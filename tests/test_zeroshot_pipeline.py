@@ -80,9 +80,14 @@ def test_rs_infer_on_the_potsdam_tile_then_resume(samples, tmp_path, capsys):
     assert rs_infer("potsdam.yaml", data, out) == 0  # resume: the finished tile is not segmented again
     assert "0 segmented, 1 already finished" in capsys.readouterr().out
     assert (tile / "tile.json").stat().st_mtime_ns == stamp
-    assert rs_infer("potsdam.yaml", data, out, "--variant", "clearclip") == 0  # other settings: segmented again
+    # other settings: another run, which does not replace this one unless asked to
+    assert rs_infer("potsdam.yaml", data, out, "--variant", "clearclip") == 2
+    err = capsys.readouterr().err
+    assert "holds another run of `clipseg-lab rs-infer` (dense.variant: 'sclip' -> 'clearclip'" in err, err
+    (out / "notes.txt").write_text("mine")
+    assert rs_infer("potsdam.yaml", data, out, "--variant", "clearclip", "--overwrite") == 0
     assert "1 segmented, 0 already finished" in capsys.readouterr().out
-    assert (tile / "tile.json").stat().st_mtime_ns != stamp
+    assert (tile / "tile.json").stat().st_mtime_ns != stamp and (out / "notes.txt").read_text() == "mine"
 
 
 @pytest.fixture(scope="module")

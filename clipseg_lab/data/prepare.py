@@ -7,13 +7,17 @@
     OUT/manifest.json                           dataset, sizes, counts, skipped samples and why
 
 Polygons (PhraseCut, RefCOCO) are rasterised into the mask PNGs. The copy is written into a temporary
-folder beside OUT and renamed at the end, so OUT is either complete or absent.
+folder beside OUT and moved in at the end, manifest.json last; OUT's owner file (clipseg_lab.ownership) lists
+what prepare wrote, so --overwrite replaces exactly that and nothing a user put beside it. The same command with
+the same inputs finds the copy complete and returns at once.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -27,6 +31,8 @@ from tqdm.auto import tqdm
 
 from clipseg_lab.data.registry import DATASETS, open_dataset
 from clipseg_lab.files import write_json
+from clipseg_lab.errors import OutputDirError
+from clipseg_lab.ownership import claim
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +49,44 @@ def _resize(array: np.ndarray, size: int, nearest: bool) -> np.ndarray:
     return out.numpy()
 
 
+PREPARED_NAMES = ("manifest.json", "Train", "Val", "Test")  # what prepare wrote before owner files existed
+
+
+def _publish(staging: Path, ownership) -> None:
+    """Move the finished copy into OUT: the replaced run's entries go first, manifest.json comes last (the
+    commit: a copy without it is unfinished and is redone), and the owner file lists each entry before it lands."""
+    out = ownership.folder
+    out.mkdir(parents=True, exist_ok=True)
+    names = sorted(p.name for p in staging.iterdir() if p.name != "manifest.json") + ["manifest.json"]
+    theirs = [n for n in names if (out / n).exists() and n not in {e.rstrip("/") for e in ownership.replaced}]
+    if theirs:  # a file of the user's where ours would go: never replaced
+        raise OutputDirError(f"{out}: holds {', '.join(theirs)}, which prepare did not write; move it away or choose "
+                             "another --out")
+    ownership.remove_replaced()
+    ownership.entries = [f"{n}/" if (staging / n).is_dir() else n for n in names]
+    ownership.write()
+    for name in names:
+        os.replace(staging / name, out / name)
+
+
 def prepare_dataset(name: str, root: str | Path | None, out: str | Path, *, network_size: int = 512,
                     backbone_size: int = 352, overwrite: bool = False, limit: int | None = None,
                     **options: Any) -> dict[str, Any]:
     """Write the processed copy; returns the manifest. Samples that fail to load are skipped and listed."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     entry = DATASETS[name] if name in DATASETS else None
     if entry is None:
         open_dataset(name, root, "train")  # raises the unknown-name error
+    inputs = {"dataset": name, "root": str(Path(root).resolve()) if root else None, "network_size": network_size,
+              "backbone_size": backbone_size, "limit": limit, "options": options}
+    # the old copy stays until the new one is complete; then only what the owner file lists is replaced
+    ownership = claim(out, "prepare", inputs, overwrite=overwrite, can_resume=False, legacy=PREPARED_NAMES,
+                      write=False)
+    if ownership.resumed and (out / "manifest.json").is_file() and not overwrite:
+        log.info("%s: already prepared from the same inputs (pass --overwrite to prepare it again)", out)
+        return json.loads((out / "manifest.json").read_text())
+    if ownership.resumed:  # the same run, unfinished (or redone): its own entries are replaced
+        ownership.replaced, ownership.entries = ownership.entries, []
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     manifest: dict[str, Any] = {"dataset": name, "source": str(root), "network_size": network_size,
@@ -92,9 +126,7 @@ def prepare_dataset(name: str, root: str | Path | None, out: str | Path, *, netw
             manifest["splits"][ours] = {"samples": len(rows), "dataset_split": theirs,
                                         "dataset_skipped": [list(x) for x in getattr(data, "skipped", [])]}
         write_json(staging / "manifest.json", manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        _publish(staging, ownership)
     finally:
         if staging.exists():
             shutil.rmtree(staging)

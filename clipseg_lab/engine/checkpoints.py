@@ -80,6 +80,7 @@ def load_or_train(name: str, folder: str | Path, config: dict[str, Any] | None =
         log.info("no published checkpoint %r in %s: training a quick one", name, folder)
         # the run belongs beside its checkpoint, whatever out_dir the recipe names (a relative one would land
         # in the caller's working directory, e.g. notebooks/)
-        config = {**config, "out_dir": str(Path(folder) / "runs" / name)}
+        # (that folder is this function's: an earlier run of another recipe there is replaced)
+        config = {**config, "out_dir": str(Path(folder) / "runs" / name), "overwrite": True}
         path = publish(train(config), name, folder, notebook=notebook)
     return load_model(path, device=device)

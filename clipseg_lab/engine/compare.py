@@ -50,13 +50,17 @@ def merge_config(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[st
     return merged
 
 
-def train_variants(base: Mapping[str, Any], variants: Mapping[str, Mapping[str, Any]], out_dir: str | Path) -> dict:
+def train_variants(base: Mapping[str, Any], variants: Mapping[str, Mapping[str, Any]], out_dir: str | Path, *,
+                   overwrite: bool = False) -> dict:
     """One training run per variant (a name and the config changes it makes to `base`), each into
-    `out_dir/<name>`; returns name -> TrainResult in the variants' order."""
+    `out_dir/<name>`; returns name -> TrainResult in the variants' order. A variant whose folder holds the same run
+    resumes (a finished one only reloads); one holding another run is refused unless `overwrite` (the notebooks,
+    which own their run folders, retrain it in place)."""
     from clipseg_lab.engine.trainer import train
 
     out_dir = Path(out_dir)
-    return {name: train(merge_config(base, {**changes, "out_dir": str(out_dir / name.replace("+", "_"))}))
+    return {name: train(merge_config(base, {**changes, "out_dir": str(out_dir / name.replace("+", "_")),
+                                            "overwrite": overwrite}))
             for name, changes in variants.items()}
 
 

@@ -1,17 +1,141 @@
-"""Training configuration: dataclasses that read and write YAML, and name any key they do not know."""
+"""Training configuration: dataclasses that read and write YAML, and check every value when they are built.
+
+A wrong value is one `ConfigError` line that names the dotted key, the value given and what is allowed, e.g.
+`optim.lr: -0.01 is not allowed; a number > 0`. Types come from the dataclasses' hints (`check_values`), ranges
+and choices from `RULES`, and what needs the registries (model, loss, dataset, monitor) from `validate`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
+import math
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
 
 from clipseg_lab.errors import ConfigError
 
+EXAMPLE_CONFIG = "configs/smoke_synthetic_clipseg.yaml"
 
+
+class ConfigLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that also reads YAML 1.2 floats such as `1e-3`, `5E-4`, `1e3`, `1.0e3`. PyYAML follows YAML
+    1.1, whose floats need a dot and a signed exponent, so `lr: 1e-3` would be the string '1e-3'. A subclass: the
+    global SafeLoader (other libraries' YAML) is left as it is."""
+
+
+ConfigLoader.add_implicit_resolver(  # appended after the YAML 1.1 resolvers: ints and dotted floats resolve as before
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
+
+
+def load_yaml(path: str | Path, example: str = EXAMPLE_CONFIG) -> dict[str, Any]:
+    """A config file's top-level mapping, read with `ConfigLoader`. An unreadable file, an empty one (or only
+    comments / null: it would silently run every default) and a top level that is not a mapping are errors."""
+    path = Path(path)
+    try:
+        data = yaml.load(path.read_text(), Loader=ConfigLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc})") from exc
+    if data is None or data == {}:
+        raise ConfigError(f"{path}: the config is empty; start from one in configs/ (e.g. {example})")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of `key: value` lines at the top level, not a "
+                          f"{type(data).__name__}")
+    return data
+
+
+# -- checking values against the type hints -----------------------------------------------------------------
+_NAMES = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
+          bool: ("true or false", "true/false values"), type(None): ("null", "nulls"),
+          dict: ("a mapping", "mappings"), list: ("a list", "lists"), tuple: ("a list", "lists")}
+
+
+def _describe(hint: Any, plural: bool = False) -> str:
+    origin, args = typing.get_origin(hint) or hint, typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a, plural) for a in args)
+    if hint is Any:
+        return "anything"
+    if origin in (list, tuple) and args:
+        return f"{'lists' if plural else 'a list'} of {_describe(args[0], True)}"
+    if origin is dict and args:
+        return f"{'mappings' if plural else 'a mapping'} of {_describe(args[0], True)} to {_describe(args[1], True)}"
+    return _NAMES.get(origin, (origin.__name__,) * 2)[plural]
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint) or hint, typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):  # bool is an int to Python, but `epochs: true` is a mistake
+        return hint is bool
+    if hint is float:  # ints are numbers too; nan and inf are not (they would train or compare silently wrong)
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    if origin in (list, tuple):  # YAML has only lists
+        return isinstance(value, (list, tuple)) and (not args or all(_fits(v, args[0]) for v in value))
+    if origin is dict:
+        return isinstance(value, Mapping) and (not args or all(_fits(k, args[0]) and _fits(v, args[1])
+                                                             for k, v in value.items()))
+    return isinstance(value, origin)
+
+
+def show(value: Any) -> str:
+    """A value as the YAML that gave it: null, true, 0.001, 'two'."""
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+Rule = tuple[Callable[[Any], bool], str]  # (the test, what is allowed, as the message says it)
+
+
+def one_of(*choices: str) -> Rule:
+    return (lambda v: v in choices), "one of " + ", ".join(choices)
+
+
+def _inside(path: str) -> bool:
+    parts = PurePath(path).parts  # "" and "." have none: the folder itself, not a path inside it
+    return bool(parts) and not PurePath(path).is_absolute() and ".." not in parts and not path.startswith("~")
+
+
+def relative_path(what: str) -> Rule:
+    """A relative path that stays inside its folder: an absolute one or one with `..` could write anywhere."""
+    return _inside, f"a relative path inside {what} (not absolute, no '..')"
+
+
+def check_values(obj: Any, rules: Mapping[str, Rule], prefix: str = "",
+                 aliases: Mapping[type, Mapping[str, str]] | None = None) -> None:
+    """Check every field of a dataclass (recursively) against its type hint and `rules[dotted key]`; the first
+    wrong one is a `ConfigError`. A rule is not applied to None (in a `X | None` field it means default or off).
+    `aliases` maps a dataclass to {field: the key the YAML uses}, so the message names what the user wrote."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        if not f.metadata.get("yaml", True):
+            continue
+        key, value = prefix + (aliases or {}).get(type(obj), {}).get(f.name, f.name), getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            check_values(value, rules, key + ".", aliases)
+            continue
+        hint = hints[f.name]
+        test, allowed = rules.get(key, (None, _describe(hint)))
+        if test is not None and _fits(None, hint):
+            allowed += " or null"
+        if not _fits(value, hint) or (value is not None and test is not None and not test(value)):
+            raise ConfigError(f"{key}: {show(value)} is not allowed; {allowed}")
+
+
+# -- the training config --------------------------------------------------------------------------------------
 @dataclass
 class ModelConfig:
     name: str = "clipseg-rd64"
@@ -50,6 +174,33 @@ class OptimConfig:
     grad_clip: float | None = 1.0
 
 
+_POSITIVE_INT, _COUNT = ((lambda v: v >= 1), "an integer >= 1"), ((lambda v: v >= 0), "an integer >= 0")
+_POSITIVE = (lambda v: v > 0), "a number > 0"
+
+# what each value may be beyond its type hint; the choices are the ones the trainer accepts (Trainer's optimizer
+# table, trainer._schedule). Dataset, model, backbone, loss and monitor are checked against the registries.
+RULES: dict[str, Rule] = {
+    "epochs": _COUNT, "batch_size": _POSITIVE_INT, "patience": _POSITIVE_INT,
+    "snapshot_samples": _COUNT, "max_seconds": _POSITIVE,
+    "threshold": ((lambda v: 0 <= v <= 1), "a number in [0, 1]"),
+    "out_dir": ((lambda v: bool(v.strip())), "a folder name"),
+    "model.input_size": _POSITIVE_INT,
+    "data.negatives": ((lambda v: 0 <= v < 1), "a share in [0, 1)"),
+    "data.train_subset": _POSITIVE_INT, "data.val_subset": _POSITIVE_INT, "data.num_workers": _COUNT,
+    "optim.optimizer": one_of("adam", "adamw"),
+    "optim.schedule": one_of("poly", "cosine", "constant"),
+    "optim.lr": _POSITIVE, "optim.poly_power": _POSITIVE, "optim.grad_clip": _POSITIVE,
+    "optim.weight_decay": ((lambda v: v >= 0), "a number >= 0"),
+}
+ROOTLESS_DATASETS = ("synthetic_shapes",)  # made in memory; every other dataset reads data.root
+# validation metrics the best checkpoint may follow (higher is better): what BinaryMetrics / SegmentationMetrics
+# compute for prompt models and for multi-class (clip-unet family) ones
+MONITORS = {"binary": ("iou_fg", "iou_bg", "miou", "dice", "pixel_accuracy", "ap", "mean_image_iou",
+                       "mean_image_dice", "best_iou_fg"),
+            "multiclass": ("miou", "mdice", "mf1", "pixel_accuracy", "oa", "mean_precision", "mean_recall",
+                           "mean_foreground_dice")}
+
+
 @dataclass
 class TrainConfig:
     out_dir: str = "runs/train"
@@ -77,15 +228,11 @@ class TrainConfig:
     # -- YAML <-> dataclass ------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return _build(cls, data or {}, "")
+        return _build(cls, data or {}, "").validate()
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read the config ({exc})") from exc
+        data = load_yaml(path)
         try:
             return cls.from_dict(data)
         except ConfigError as exc:
@@ -97,14 +244,69 @@ class TrainConfig:
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
+    def validate(self) -> TrainConfig:
+        """Check every value (`ConfigError` naming the first wrong key); returns self. Run when the config is built,
+        and again by whoever changes its fields afterwards (the CLI's --out, --device ...)."""
+        from clipseg_lab.backbones.loading import check_backbone_name
+        from clipseg_lab.data.registry import DATASETS
+        from clipseg_lab.errors import UnknownNameError
+        from clipseg_lab.losses import LOSSES
+        from clipseg_lab.models.registry import SEMANTIC_FAMILIES, get_preset
 
-def _build(cls, data: dict[str, Any], prefix: str):
+        check_values(self, RULES)
+        m, d = self.model, self.data
+        if self.epochs == 0 and not m.init_from:  # 0 epochs = only the loaded weights' validation (epoch 0)
+            raise ConfigError("epochs: 0 is not allowed without model.init_from; an integer >= 1 (0 only scores the "
+                              "weights a fine-tune starts from)")
+        for key, check in (("model.name", get_preset), ("model.backbone", check_backbone_name)):
+            try:
+                check(getattr(m, key.split(".")[1]))
+            except UnknownNameError as exc:  # their messages name the closest known name
+                raise ConfigError(f"{key}: {exc}") from None
+        family = get_preset(m.name).family
+        if d.dataset not in DATASETS:
+            close = difflib.get_close_matches(d.dataset, list(DATASETS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"data.dataset: {d.dataset!r} is not allowed{hint}; one of {', '.join(DATASETS)}")
+        if d.root is None and d.dataset not in ROOTLESS_DATASETS:
+            raise ConfigError(f"data.root: required for dataset {d.dataset}; the folder or annotation file, e.g. "
+                              f"root: data/{d.dataset}")
+        kind = "multiclass" if family in SEMANTIC_FAMILIES else "binary"
+        fitting = [k for k, (k_kind, _) in LOSSES.items() if k_kind == kind]
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss: {self.loss!r} is not allowed; one of {', '.join(fitting)} (the losses for "
+                              f"{m.name}'s {kind} targets)")
+        if self.loss not in fitting:  # the Trainer says the same, but only after loading the backbone
+            raise ConfigError(f"loss: {self.loss!r} does not fit {m.name} ({kind} targets); use one of {fitting}")
+        params = list(inspect.signature(LOSSES[self.loss][1]).parameters)[2:]  # after (logits, target)
+        unknown = sorted(set(self.loss_options) - set(params))
+        if unknown:
+            raise ConfigError(f"loss_options: {', '.join(unknown)} is not an option of {self.loss}; "
+                              f"known: {', '.join(params)}")
+        if self.monitor is not None and self.monitor not in MONITORS[kind]:
+            raise ConfigError(f"monitor: {self.monitor!r} is not allowed for {m.name} ({kind}); one of "
+                              f"{', '.join(MONITORS[kind])}")
+        if self.device is not None:
+            import torch
+
+            try:  # the spelling only: whether this machine has the device is the Trainer's (and the CLI's) check
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise ConfigError(f"device: {self.device!r} is not allowed; a torch device such as cpu, cuda, "
+                                  "cuda:1 or mps, or null (cuda when present)") from None
+        return self
+
+
+def _build(cls, data: dict[str, Any] | None, prefix: str):
+    if data is None:  # `model:` with every line below it commented out: the section's defaults
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, not {type(data).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {show(data)} is not allowed; a mapping of "
+                          f"{', '.join(f.name for f in dataclasses.fields(cls))}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}; known under "
+        raise ConfigError(f"unknown config key(s): {', '.join(prefix + str(k) for k in unknown)}; known under "
                           f"{prefix.rstrip('.') or 'the top level'}: {', '.join(fields)}")
     values = {}
     for name, value in data.items():

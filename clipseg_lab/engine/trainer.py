@@ -283,7 +283,7 @@ def model_to_fine_tune(config: TrainConfig, options: dict[str, Any], device: tor
 
 class Trainer:
     def __init__(self, config: TrainConfig):
-        self.config = config
+        self.config = config.validate()  # again: callers (the CLI's --out, --device, notebooks) change fields
         self.out = Path(config.out_dir)
         self.distributed, self.rank, self.world = init_distributed()
         self.device = default_device(config.device)

@@ -10,7 +10,9 @@ num_sam_attention_layers, sam_param_sets}`), except that the seed's `class_mappi
 
 and adds `classes` (the class names; a class's index is its position), `templates`, `logit_scale`,
 `background`, `palette`, `dense`, `sliding` and a few `attention` options. Unknown keys are errors that name the
-file, the key and the keys allowed there. Relative paths are relative to the working directory.
+file, the key and the keys allowed there; so is every wrong value (type, range, choice: `check_values` with
+`rules()`), naming the dotted key, the value and what is allowed. `output.visualizations_subdir` must stay inside
+`output.base_dir`. Relative paths are relative to the working directory.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from clipseg_lab.engine.config import ConfigLoader, Rule, check_values, load_yaml, one_of, relative_path
 from clipseg_lab.errors import ConfigError
 
 IGNORE_WORDS = ("ignore", "void", "none")
@@ -106,7 +109,7 @@ class BackgroundConfig:
 @dataclass
 class ZeroShotConfig:
     classes: list[str]
-    text_queries: list[str] | dict[str, list[str]]
+    text_queries: list[str] | dict[str, str | list[str]]  # a mapping: class -> its query or queries
     query_to_class: dict | None = None
     label_to_class: dict | None = None
     templates: str | list[str] = "none"
@@ -151,17 +154,18 @@ class ZeroShotConfig:
     def validate(self) -> ZeroShotConfig:
         from clipseg_lab.data.remote_sensing import CODINGS
         from clipseg_lab.zeroshot.dense import check_variant
-        from clipseg_lab.zeroshot.masks import OUTSIDE_POLICIES
         from clipseg_lab.zeroshot.sam import check_param_sets
         from clipseg_lab.zeroshot.sliding import check_window
         from clipseg_lab.zeroshot.text import resolve_templates
 
         where = self.where
+        try:
+            check_values(self, rules(), aliases={BackgroundConfig: {"class_name": "class"}})
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         if self.background.class_name is not None and self.background.class_name not in self.classes:
             raise ConfigError(f"{where}: background.class {self.background.class_name!r} is not one of the classes "
                               f"{self.classes}")
-        if not 0 <= self.background.threshold <= 1:
-            raise ConfigError(f"{where}: background.threshold must be a probability in [0, 1]")
         self.query_set()
         if self.model.num_classes is not None and self.model.num_classes != len(self.classes):
             raise ConfigError(f"{where}: model.num_classes is {self.model.num_classes} but {len(self.classes)} classes "
@@ -174,10 +178,6 @@ class ZeroShotConfig:
             key = ("templates" if "template" in str(exc) else "dense.variant" if "variant" in str(exc)
                    else "sliding")
             raise ConfigError(f"{where}: {key}: {exc}") from exc
-        if self.sliding.short_side is not None and self.sliding.short_side < 1:
-            raise ConfigError(f"{where}: sliding.short_side must be positive or null")
-        if self.input.coding not in CODINGS:
-            raise ConfigError(f"{where}: input.coding {self.input.coding!r} is unknown; known: {', '.join(CODINGS)}")
         if self.label_to_class is None and len(CODINGS[self.input.coding].class_names) != len(self.classes):
             raise ConfigError(f"{where}: {len(self.classes)} classes but the label coding {self.input.coding!r} has "
                               f"{len(CODINGS[self.input.coding].class_names)}: give label_to_class")
@@ -189,12 +189,6 @@ class ZeroShotConfig:
             except ValueError as exc:
                 raise ConfigError(f"{where}: {exc}") from exc
         att = self.attention
-        if att.outside_regions not in OUTSIDE_POLICIES:
-            raise ConfigError(f"{where}: attention.outside_regions must be one of {OUTSIDE_POLICIES}")
-        if att.cls_token not in ("global", "isolated"):
-            raise ConfigError(f"{where}: attention.cls_token must be 'global' or 'isolated'")
-        if att.sam_mode not in ("merged", "per_layer"):
-            raise ConfigError(f"{where}: attention.sam_mode must be 'merged' or 'per_layer'")
         if att.num_sam_attention_layers:
             check_param_sets(att.sam_param_sets, f"{where}: attention.sam_param_sets")
             if not att.sam_param_sets:
@@ -202,8 +196,7 @@ class ZeroShotConfig:
             if self.model.sam_checkpoint is None:
                 raise ConfigError(f"{where}: num_sam_attention_layers > 0 needs model.sam_checkpoint (a SAM .pth, "
                                   "vit_h / vit_l / vit_b, or tiny-random for tests)")
-        if self.palette is not None and (len(self.palette) != len(self.classes)
-                                         or any(len(c) != 3 for c in self.palette)):
+        if self.palette is not None and len(self.palette) != len(self.classes):
             raise ConfigError(f"{where}: palette needs one [r, g, b] per class ({len(self.classes)})")
         return self
 
@@ -215,6 +208,42 @@ class ZeroShotConfig:
 
 
 ALIASES = {BackgroundConfig: {"class": "class_name"}}
+
+
+def rules() -> dict[str, Rule]:
+    """What each value may be beyond its type hint (dotted YAML keys; None passes where the hint allows it). The
+    checks that need more than one value (classes vs queries, window vs stride, ...) stay in `validate`."""
+    from clipseg_lab.data.remote_sensing import BAND_PRESETS, CODINGS
+    from clipseg_lab.zeroshot.masks import OUTSIDE_POLICIES
+
+    positive, count = ((lambda v: v >= 1), "an integer >= 1"), ((lambda v: v >= 0), "an integer >= 0")
+    return {
+        "logit_scale": ((lambda v: v > 0), "a number > 0"),
+        "background.threshold": ((lambda v: 0 <= v <= 1), "a probability in [0, 1]"),
+        "palette": ((lambda v: all(len(c) == 3 and all(0 <= x <= 255 for x in c) for c in v)),
+                    "a list of [r, g, b] colours (0..255), one per class"),
+        "dense.gaussian_std": ((lambda v: v > 0), "a number > 0 (patches)"),
+        "sliding.short_side": positive, "sliding.window": positive, "sliding.stride": positive,
+        "sliding.batch_size": positive,
+        "attention.num_initial_layers": count, "attention.num_neighbor_attention_layers": count,
+        "attention.num_sam_attention_layers": count, "attention.neighbourhood_radius": count,
+        "attention.min_region_area": count,
+        "attention.outside_regions": one_of(*OUTSIDE_POLICIES),
+        "attention.cls_token": one_of("global", "isolated"),
+        "attention.sam_mode": one_of("merged", "per_layer"),
+        "model.img_size": positive, "model.patch_size": positive, "model.num_classes": positive,
+        "model.sam_model_type": one_of(*SAM_MODEL_TYPES),
+        "model.dtype": one_of("float32", "float16", "bfloat16"),
+        "input.layout": one_of("auto", "reseg", "mmseg"),
+        "input.coding": one_of(*CODINGS),
+        "input.bands": ((lambda v: v in BAND_PRESETS if isinstance(v, str) else bool(v) and min(v) >= 0),
+                        f"one of {', '.join(BAND_PRESETS)}, or a list of band indices (>= 0) into the image file"),
+        "input.target_image_name": relative_path("each tile folder"),
+        "input.label_name": relative_path("each tile folder"),
+        "output.base_dir": ((lambda v: bool(v.strip())), "a folder name"),
+        "output.visualizations_subdir": relative_path("output.base_dir"),
+        "output.overlay_alpha": ((lambda v: 0 <= v <= 1), "a number in [0, 1]"),
+    }
 
 
 def parse_label_key(key: Any, where: str = "config") -> int | tuple[int, int, int]:
@@ -277,13 +306,7 @@ def load_config(path: str | os.PathLike | Mapping[str, Any], *, validate: bool =
         file = Path(path)
         if not file.is_file():
             raise ConfigError(f"{file}: no such config file (see configs/zeroshot/ for examples)")
-        try:
-            data = yaml.safe_load(file.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML ({exc})") from exc
-        source = str(file)
-        if not isinstance(data, dict):
-            raise ConfigError(f"{file}: expected a mapping of settings at the top level")
+        data, source = load_yaml(file, example="configs/zeroshot/potsdam.yaml"), str(file)
     config = from_dict(ZeroShotConfig, data, source or "config")
     config.source = source
     return config.validate() if validate else config
@@ -320,7 +343,7 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. --set sliding.stride=56")
         try:
-            out[key.strip()] = yaml.safe_load(text) if text.strip() else None
+            out[key.strip()] = yaml.load(text, Loader=ConfigLoader) if text.strip() else None  # 1e-3: a float
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from exc
     return out

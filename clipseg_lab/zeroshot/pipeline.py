@@ -49,6 +49,7 @@ from clipseg_lab.data.masks import IGNORE_INDEX, MaskError
 from clipseg_lab.errors import ClipsegLabError, ConfigError
 from clipseg_lab.engine.trainer import seed_everything
 from clipseg_lab.files import file_sha256, json_safe, save_png, write_csv, write_json
+from clipseg_lab.ownership import claim
 from clipseg_lab.provenance import Provenance, git_commit
 from clipseg_lab.zeroshot.config import ZeroShotConfig, load_config
 from clipseg_lab.zeroshot.dense import DenseClip
@@ -483,7 +484,7 @@ class RunSummary:
 
 def run(config: ZeroShotConfig | str | os.PathLike, *, shard: tuple[int, int] = (0, 1), resume: bool = True,
         limit: int | None = None, backbone=None, sam=None, device: str | None = None, progress: bool = True,
-        merge: bool | None = None) -> RunSummary:
+        merge: bool | None = None, overwrite: bool = False) -> RunSummary:
     """Segment this shard's tiles and write their outputs (see the module docstring). Returns what happened."""
     from tqdm.auto import tqdm
 
@@ -507,6 +508,7 @@ def run(config: ZeroShotConfig | str | os.PathLike, *, shard: tuple[int, int] = 
                          provenance=segmenter.provenance.as_dict())
     summary.skipped += [(what, why) for what, why in dataset.skipped if "label missing" not in why]
     fingerprint = segmenter.fingerprint
+    _claim_base_dir(config, fingerprint, overwrite)
     write_json(out_dir / RUN_CONFIG, {"config": config.to_dict(), "source": config.source, "fingerprint": fingerprint,
                                       "visualizations_subdir": config.output.visualizations_subdir,
                                       "classes": list(config.classes), "provenance": summary.provenance,
@@ -570,6 +572,29 @@ def run(config: ZeroShotConfig | str | os.PathLike, *, shard: tuple[int, int] = 
     else:
         log.info("shard %d/%d done; combine the shards with `clipseg-lab rs-merge %s`", shard[0], shard[1], out_dir)
     return summary
+
+
+MERGED_FILES = ("metrics.json", "metrics.csv", "metrics_per_class.csv", "metrics_per_tile.csv", "metrics_per_tile.json")
+
+
+def _claim_base_dir(config: ZeroShotConfig, fingerprint: str, overwrite: bool) -> None:
+    """output.base_dir is this run's (clipseg_lab.ownership): the same settings and inputs resume tile by tile
+    (every shard claims the same folder with the same owner file); another run's folder needs `overwrite`, which
+    removes only the entries its owner file lists; a folder no clipseg-lab command wrote is refused."""
+    out_dir = Path(config.output.base_dir)
+    vis = Path(config.output.visualizations_subdir).as_posix().strip("/")
+    entries = [RUN_CONFIG, "shards/", f"{vis}/", "cache/", *MERGED_FILES]
+    settings = {k: v for k, v in config.to_dict().items() if k != "output"}  # named in a refusal's message
+    settings["model"] = {k: v for k, v in settings["model"].items() if k != "device"}  # where it runs is no setting
+    try:  # a folder from before owner files: its run_config.json says whether it is this run
+        same_settings = json.loads((out_dir / RUN_CONFIG).read_text()).get("fingerprint") == fingerprint
+    except (OSError, ValueError, AttributeError):
+        same_settings = False
+    ownership = claim(out_dir, "rs-infer", {**settings, "settings": fingerprint}, resume=same_settings,
+                      overwrite=overwrite, option="output.base_dir", can_resume=False,
+                      legacy=tuple(e.split("/")[0] for e in entries))
+    ownership.entries = entries
+    ownership.write()
 
 
 # -- merge ---------------------------------------------------------------------------------------------
