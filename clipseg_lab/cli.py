@@ -24,6 +24,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from clipseg_lab.data.images import load_rgb
     from clipseg_lab.models.loading import load_default_model
     from clipseg_lab.models.registry import get_preset
+    from clipseg_lab.errors import ConfigError
 
     # everything that can be wrong with the arguments fails here, before any weights are loaded
     images = collect_images(args.input)
@@ -35,11 +36,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
         check_backbone_name(args.backbone)
     if args.model is not None:
         get_preset(args.model)
+        if args.checkpoint or args.backbone != TINY_RANDOM:  # it would be ignored: say so instead
+            brings = f"--checkpoint {args.checkpoint}" if args.checkpoint else "the released model"
+            raise ConfigError(f"--model {args.model}: {brings} brings its own decoder; --model picks the untrained "
+                              "smoke model on --backbone tiny-random only. Drop --model")
     model = load_default_model(checkpoint=args.checkpoint, backbone=args.backbone,
                                preset=args.model or "clipseg-rd64", device=args.device)
-    if args.model is not None and (args.checkpoint or args.backbone != TINY_RANDOM):
-        print(f"warning: --model {args.model} is not used: the "
-              f"{'checkpoint' if args.checkpoint else 'released model'} brings its own decoder", file=sys.stderr)
     prov = model.provenance
     if prov.untrained:
         print(f"warning: {prov.caption()}: untrained weights, the masks show no learned segmentation. "

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from clipseg_lab.errors import ConfigError
 from clipseg_lab.files import write_json
 from clipseg_lab.ownership import OWNER_FILE, claim
 from clipseg_lab.provenance import git_commit, package_versions
@@ -41,7 +42,7 @@ def _read_params(root: Path, name: str) -> dict[str, Any]:
                                 "or an overlay such as params/rehearsal.yaml)")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of parameter names to values")
+        raise ConfigError(f"{path}: expected a mapping of parameter names to values")
     return data
 
 
@@ -73,7 +74,7 @@ def load_params(profile: str, root: Path, overlay: str | None = None,
     if overlay:
         extra = _read_params(root, overlay)
         if extra.get("overlays", profile) != profile:
-            raise ValueError(f"params/{overlay}.yaml overlays the {extra['overlays']!r} profile, not {profile!r}")
+            raise ConfigError(f"params/{overlay}.yaml overlays the {extra['overlays']!r} profile, not {profile!r}")
         params = deep_merge(params, {k: v for k, v in extra.items() if k not in ("overlays", "environment")})
         params["environment"] = extra.get("environment") or {}
         params["overlay"] = overlay
@@ -86,7 +87,8 @@ def numbered_notebooks(root: Path, only: list[str] | None = None) -> list[Path]:
         wanted = {o.zfill(2) for o in only}
         unknown = wanted - {b.name[:2] for b in books}
         if unknown:
-            raise ValueError(f"no notebook numbered {sorted(unknown)}; there are {[b.name for b in books]}")
+            raise ConfigError(f"--only: no notebook numbered {', '.join(sorted(unknown))}; there are "
+                              f"{', '.join(b.name for b in books)}")
         books = [b for b in books if b.name[:2] in wanted]
     return books
 

@@ -92,12 +92,16 @@ def prepare_dataset(name: str, root: str | Path | None, out: str | Path, *, netw
     manifest: dict[str, Any] = {"dataset": name, "source": str(root), "network_size": network_size,
                                 "backbone_size": backbone_size, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                 "splits": {}, "skipped": []}
+    unavailable: list[Exception] = []
     try:
         for ours, theirs in entry.splits.items():
             try:
                 data = open_dataset(name, root, theirs, **options)
             except (FileNotFoundError, ValueError) as exc:
                 manifest["splits"][ours] = {"samples": 0, "note": f"not available: {exc}"}
+                unavailable.append(exc)
+                if len(unavailable) == len(entry.splits):  # not one split: the dataset itself is missing
+                    raise
                 continue
             folder = staging / ours
             for sub in ("images", "images_clip", "masks"):

@@ -79,7 +79,12 @@ def load_default_model(checkpoint: str | os.PathLike | None = None, backbone: Cl
     from clipseg_lab.models.registry import build_model
 
     if checkpoint is not None:
-        return load_model(checkpoint, backbone=backbone, device=device, allow_download=allow_download)
+        model = load_model(checkpoint, backbone=backbone, device=device, allow_download=allow_download)
+        if not isinstance(model, TextPromptedModel):
+            raise ConfigError(f"{checkpoint}: holds {model.name}, a multi-class model that takes no text prompts; "
+                              "segmenting by prompt needs a text-prompted decoder (e.g. clipseg-rd64). Score it with "
+                              "`clipseg-lab evaluate --checkpoint ...` instead")
+        return model
     name = backbone.name if isinstance(backbone, ClipBackbone) else backbone
     if isinstance(backbone, str):
         from clipseg_lab.backbones.loading import check_backbone_name
