@@ -275,9 +275,9 @@ def segment_images(images: Sequence[str | os.PathLike], prompts: Sequence[str], 
             continue
         try:
             seg.set_image(image)
-            probs = seg.predict(prompts)
+            maps = (p for _, p in seg.predict_iter(prompts))  # one full-resolution map at a time (principle 8)
             claim_out_dir()
-            stats = _write_image(folder, image, prompts, probs, seg.image, model.provenance, threshold,
+            stats = _write_image(folder, image, prompts, maps, seg.image, model.provenance, threshold,
                                  {"image": str(image), **wanted})
         except (ImageReadError, OSError, ValueError) as exc:  # this image's problem, not the batch's
             result.failed.append((image, str(exc) if isinstance(exc, ImageReadError) else f"{image}: {exc}"))
@@ -316,12 +316,16 @@ def _drop_pending(folder: Path, record: dict[str, Any]) -> None:
 def _write_image(folder: Path, image: Path, prompts: list[str], probs, pixels, provenance, threshold: float | None,
                  record: dict[str, Any]) -> list[dict[str, Any]]:
     """One image's outputs, crash-safe: segment.json (the commit marker) is written last; until then a pending
-    list names every mask an earlier or this run may have left, so a rerun removes what this one does not write."""
+    list names every mask an earlier or this run may have left, so a rerun removes what this one does not write.
+
+    `probs`: one `(H, W)` probability map per prompt, best an iterator that makes them one at a time: each mask
+    is written as its map comes, and only a display-size copy is kept, for the overlay."""
     import matplotlib.pyplot as plt
-    import numpy as np
+    import torch
     from PIL import Image
 
     from clipseg_lab.viz import plot_prompts, save_figure
+    from clipseg_lab.viz.overlay import fit_image
 
     masks = [mask_name(i, p) for i, p in enumerate(prompts)]
     files = masks + ["overlay.png", "manifest.json"]
@@ -334,13 +338,15 @@ def _write_image(folder: Path, image: Path, prompts: list[str], probs, pixels, p
 
     meta = {"provenance": provenance.caption(), "image": str(image)}
     area_threshold = record["area_threshold"]
-    stats = []
+    stats, shown = [], []
     for name, prompt, p in zip(masks, prompts, probs):
-        values = (p > threshold).numpy() * 255.0 if threshold is not None else p.numpy() * 255.0
-        save_png(Image.fromarray(np.round(values).astype(np.uint8)), folder / name, {**meta, "prompt": prompt})
+        # uint8 straight from the float32 map: the same values as rounding p * 255, without float64 copies
+        values = (p > threshold).to(torch.uint8) * 255 if threshold is not None else (p * 255).round_().to(torch.uint8)
+        save_png(Image.fromarray(values.numpy()), folder / name, {**meta, "prompt": prompt})
         stats.append({"prompt": prompt, "mean_probability": round(float(p.mean()), 6),
                       "area_fraction": round(float((p > area_threshold).float().mean()), 6)})
-    fig = plot_prompts(pixels, probs, prompts, provenance, threshold=threshold)
+        shown.append(fit_image(p))
+    fig = plot_prompts(pixels, torch.stack(shown), prompts, provenance, threshold=threshold)
     try:
         save_figure(fig, folder / "overlay.png", provenance=provenance, data=str(image))
     finally:

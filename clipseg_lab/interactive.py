@@ -7,7 +7,8 @@ What runs when:
 * a new prompt runs only the text encoder and the decoder against those cached features;
 * the sliders re-render the cached probabilities: no model runs at all.
 
-Images larger than `MAX_SIDE` are scaled down when added, so redrawing stays quick.
+Images are read as a viewer shows them (a photo's EXIF orientation applied), and those larger than `MAX_SIDE`
+are scaled down when added, so redrawing stays quick.
 
 `counts` records each kind of work, so the callbacks are testable without a browser. Headless (papermill)
 use `figure()` for one static frame.
@@ -28,23 +29,12 @@ from PIL import Image
 from clipseg_lab.data.images import ImageLike, load_rgb
 from clipseg_lab.errors import ClipsegLabError
 from clipseg_lab.segmenter import Segmenter
-from clipseg_lab.viz.overlay import blend, plot_prompts
+from clipseg_lab.viz.overlay import blend, fit_image, plot_prompts
 
 PROMPT_SEPARATOR = ";"
 
 
 MAX_SIDE = 1024  # larger images are shown (and segmented) at this size: the frame stays quick to redraw
-
-
-def fit_image(image: torch.Tensor, max_side: int = MAX_SIDE) -> torch.Tensor:
-    """A uint8 `(3, H, W)` image scaled down (antialiased) so that its longer side is at most `max_side`."""
-    h, w = image.shape[-2:]
-    if max(h, w) <= max_side:
-        return image
-    scale = max_side / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    resized = torch.nn.functional.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True)
-    return resized[0].round().clamp(0, 255).to(torch.uint8)
 
 
 def split_prompts(text: str) -> list[str]:
@@ -68,7 +58,7 @@ class PromptExplorer:
         if not models or not images:
             raise ValueError("PromptExplorer needs at least one model and one image")
         self.models = dict(models)
-        self.images = {name: fit_image(load_rgb(image)) for name, image in images.items()}
+        self.images = {name: self._read(image) for name, image in images.items()}
         self._muted = False  # set while the image list is swapped, so no stale image is rendered in between
         self.keep_images, self.keep_predictions = keep_images, keep_predictions
         self.counts: Counter[str] = Counter()  # image_encodings, prompt_runs, renders
@@ -158,9 +148,13 @@ class PromptExplorer:
                 f"left: masks above {self.threshold.value:.2f} for {html.escape(prompts)}; right: highest probability")
 
     # -- new images --------------------------------------------------------------------------------------
+    @staticmethod
+    def _read(image: ImageLike) -> torch.Tensor:
+        return fit_image(load_rgb(image, orientation="exif"), MAX_SIDE)
+
     def add_image(self, name: str, image: ImageLike) -> None:
         """Add an image to the picker and show it."""
-        self.images[name] = fit_image(load_rgb(image))
+        self.images[name] = self._read(image)
         for key in [k for k in self._segmenters if k[1] == name]:  # a replaced image is encoded anew
             del self._segmenters[key]
         for key in [k for k in self._probs if k[1] == name]:

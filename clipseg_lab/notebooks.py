@@ -208,14 +208,14 @@ FIGURE_NAMES = ("[0-9][0-9]_*", "manifest.json")
 
 def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device: str | None = None,
                   run_root: str | os.PathLike | None = None, figures_root: str | os.PathLike | None = None,
-                  root: Path | None = None, overlay: str | None = None,
+                  root: str | os.PathLike | None = None, overlay: str | None = None,
                   substitutions: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Execute the notebooks in order; stop at the first failure. Returns one record per notebook run.
 
     `overlay`: a params file merged over the profile's (its `environment:` goes to the kernels)."""
     import papermill
 
-    root = root or find_repo_root()
+    root = Path(root) if root is not None else find_repo_root()
     params = load_params(profile, root, overlay, substitutions)
     environment = {k: str(v) for k, v in (params.pop("environment", None) or {}).items()}
     books = numbered_notebooks(root, only)
@@ -256,16 +256,21 @@ def run_notebooks(profile: str = "smoke", only: list[str] | None = None, device:
         write_json(run_root / "manifest.json", manifest)
         log.info("running %s", book.name)
         start, memory = time.perf_counter(), PeakMemory()
+        # papermill saves after every cell: it writes a staging name, renamed once the run ends, so a kill never
+        # leaves a half-executed copy under the notebook's name
+        staging = run_root / f".{book.stem}.running.ipynb"
         try:
             # TQDM_DISABLE: progress bars would leave "0%" text in the executed copies
             with environment_variables(TQDM_DISABLE="1", **environment), memory:
-                papermill.execute_notebook(str(book), str(run_root / book.name), parameters=values,
+                papermill.execute_notebook(str(book), str(staging), parameters=values,
                                            cwd=str(book.parent), kernel_name="python3", progress_bar=False)
             record["status"] = "ok"
         except papermill.PapermillExecutionError as exc:
             record.update(status="failed", cell=exc.exec_count, error=f"{exc.ename}: {exc.evalue}")
         except Exception as exc:  # kernel died, notebook unreadable, ...
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        if staging.is_file():  # the failed run's copy too: it shows the failing cell
+            os.replace(staging, run_root / book.name)
         record["seconds"] = round(time.perf_counter() - start, 2)
         if memory.peak_bytes:
             record["peak_memory_mib"] = round(memory.peak_bytes / 2**20)

@@ -85,12 +85,16 @@ class Ownership:
 
 
 def _relative(folder: Path, path: Path) -> str:
-    absolute = path if path.is_absolute() else folder / path
-    try:
-        rel = absolute.resolve().relative_to(folder.resolve())
-    except ValueError as exc:
-        raise OutputDirError(f"{path}: outside the output folder {folder}; outputs stay inside it") from exc
-    return rel.as_posix() + ("/" if absolute.is_dir() else "")
+    """`path` (absolute, relative to the working directory, or a name inside `folder`) as an entry of `folder`."""
+    root = folder.resolve()
+    candidates = [path] if path.is_absolute() else [path.resolve(), folder / path]  # the cwd's reading first
+    for absolute in candidates:
+        try:
+            rel = absolute.resolve().relative_to(root)
+        except ValueError:
+            continue
+        return rel.as_posix() + ("/" if absolute.is_dir() else "")
+    raise OutputDirError(f"{path}: outside the output folder {folder}; outputs stay inside it")
 
 
 def claim(folder: str | os.PathLike, command: str, inputs: dict[str, Any], *, resume: bool = False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -16,6 +18,8 @@ class Segmenter:
     >>> seg = Segmenter(model)
     >>> seg.set_image("cat.jpg")            # the frozen backbone and image-only decoder part run here, once
     >>> probs = seg.predict(["a cat", "a dog"])   # (2, H, W) in [0, 1] at the image's own resolution
+    >>> for prompt, p in seg.predict_iter(["a cat", "a dog"]):  # one (H, W) map at a time (big photos)
+    ...     save(prompt, p)
 
     The K prompts are encoded as one text batch and decoded as one batch (in chunks of `prompt_batch`)
     against the image's cached features, which broadcast over the prompts instead of being copied.
@@ -42,8 +46,9 @@ class Segmenter:
 
     @torch.inference_mode()
     def set_image(self, image: ImageLike) -> None:
-        """Read the image (path, PIL, array or tensor) and compute its features."""
-        self.image = load_rgb(image)
+        """Read the image (path, PIL, array or tensor) and compute its features. A photo's EXIF orientation is
+        applied, so the maps line up with the photo as a viewer shows it."""
+        self.image = load_rgb(image, orientation="exif")
         self.features = self.model.image_features(self.model.preprocess(self.image))
 
     @torch.inference_mode()
@@ -66,6 +71,33 @@ class Segmenter:
         if self.features is None:
             raise RuntimeError("call set_image(image) before predict(prompts)")
 
+    def _logits(self, prompts: str | list[str] | torch.Tensor) -> torch.Tensor:
+        if isinstance(prompts, torch.Tensor):  # conditional embeddings, e.g. from visual prompts
+            return self.predict_logits_from_embeddings(prompts)
+        return self.predict_logits(prompts)
+
+    @torch.inference_mode()
+    def _full_size(self, logits: torch.Tensor, threshold: float | None) -> torch.Tensor:
+        """One prompt's `(S, S)` logits as `(H, W)` probabilities (or a mask) at the image's resolution, on the CPU."""
+        assert self.image is not None
+        size = tuple(self.image.shape[-2:])
+        probs = F.interpolate(logits[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+        probs = probs.sigmoid_().cpu()
+        return probs > threshold if threshold is not None else probs
+
+    def predict_iter(self, prompts: str | list[str] | torch.Tensor,
+                     threshold: float | None = None) -> Iterator[tuple[str | int, torch.Tensor]]:
+        """`(prompt, map)` one prompt at a time: each `(H, W)` map as `predict` gives it (for a tensor of
+        embeddings, the embedding's index instead of the prompt).
+
+        The network runs for all prompts here, at once, at its own resolution; each full-resolution map is made
+        when it is asked for, so memory holds one of them at a time whatever the number of prompts (a 24 MP
+        photo's map is 96 MB)."""
+        logits = self._logits(prompts)  # a bad prompt is an error now, not at the first map
+        labels = range(len(logits)) if isinstance(prompts, torch.Tensor) else check_prompts(prompts)
+        threshold = self.threshold if threshold is None else threshold
+        return ((label, self._full_size(row, threshold)) for label, row in zip(labels, logits))
+
     @torch.inference_mode()
     def predict(self, prompts: str | list[str] | torch.Tensor, threshold: float | None = None) -> torch.Tensor:
         """Probabilities `(K, H, W)` in [0, 1] at the input image's resolution, on the CPU.
@@ -73,17 +105,9 @@ class Segmenter:
         `prompts`: text prompts, or a `(K, embed_dim)` tensor of conditional embeddings (visual prompts).
 
         With a threshold (here or in the constructor) the result is a boolean mask `probs > threshold`.
+        The K maps take K x H x W x 4 bytes together; `predict_iter` gives them one at a time.
         """
-        if isinstance(prompts, torch.Tensor):  # conditional embeddings, e.g. from visual prompts
-            logits = self.predict_logits_from_embeddings(prompts)
-        else:
-            logits = self.predict_logits(prompts)
-        assert self.image is not None
-        size = tuple(self.image.shape[-2:])
-        probs = F.interpolate(logits[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
-        probs = probs.sigmoid().cpu()
-        threshold = self.threshold if threshold is None else threshold
-        return probs > threshold if threshold is not None else probs
+        return torch.stack([m for _, m in self.predict_iter(prompts, threshold)])
 
 
 @torch.inference_mode()

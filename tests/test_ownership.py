@@ -21,6 +21,20 @@ def test_a_new_folder_becomes_the_commands_and_the_same_run_resumes(tmp_path):
     assert again.resumed and again.entries == ["evaluation.json"]
 
 
+def test_outputs_are_recorded_from_any_spelling_of_their_path(tmp_path, monkeypatch):
+    """A relative folder (as the notebooks pass `../papermill_runs/...`) with outputs named from the working
+    directory, from the folder, or absolutely: the same entry; a path outside the folder is refused."""
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    out = claim("../runs/a", "evaluate", {"checkpoint": "a"})
+    (tmp_path / "runs" / "a" / "ckpt").mkdir()
+    (tmp_path / "runs" / "a" / "ckpt" / "best.pt").write_text("x")
+    out.record("../runs/a/ckpt/best.pt", "ckpt/best.pt", tmp_path / "runs" / "a" / "ckpt" / "best.pt", "ckpt")
+    assert read_owner(tmp_path / "runs" / "a")["entries"] == ["ckpt/", "ckpt/best.pt"]
+    with pytest.raises(OutputDirError, match="outside the output folder"):
+        out.record("../elsewhere.txt")
+
+
 @pytest.mark.parametrize("command,inputs,match", [
     ("hypothesis", {"checkpoint": "a"}, r"written by `clipseg-lab evaluate`, not `clipseg-lab hypothesis`"),
     ("evaluate", {"checkpoint": "b"}, r"holds another run of `clipseg-lab evaluate` \(checkpoint: 'a' -> 'b'\)"),

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import inspect
 import math
+import os
 import re
 import types
 import typing
@@ -128,6 +129,9 @@ def check_values(obj: Any, rules: Mapping[str, Rule], prefix: str = "",
             check_values(value, rules, key + ".", aliases)
             continue
         hint = hints[f.name]
+        if isinstance(value, os.PathLike) and _fits("", hint):  # a Path where a path string goes: the API's habit
+            value = os.fspath(value)
+            setattr(obj, f.name, value)
         test, allowed = rules.get(key, (None, _describe(hint)))
         if test is not None and _fits(None, hint):
             allowed += " or null"

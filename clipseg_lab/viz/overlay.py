@@ -5,8 +5,13 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from clipseg_lab.provenance import Provenance
+
+# Figures are drawn at most this large (a panel shows a few hundred pixels): the memory a figure takes is then
+# bounded, not that of full-resolution float copies of a 24 MP photo and each of its maps.
+DISPLAY_SIDE = 1024
 
 # colour-blind-safe colours (Okabe-Ito), one per prompt
 PALETTE = np.array([(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
@@ -16,6 +21,27 @@ PALETTE = np.array([(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66)
 def _hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
     array = image.permute(1, 2, 0).numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     return array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)
+
+
+def fit_image(image: torch.Tensor, max_side: int = DISPLAY_SIDE) -> torch.Tensor:
+    """A `(..., H, W)` image or stack of maps scaled down (bilinear, antialiased) so that its longer side is at
+    most `max_side`; returned as is when it already fits. uint8 stays uint8, anything else becomes float32.
+
+    One plane at a time, so that no full-size float copy of all the planes is ever made."""
+    h, w = image.shape[-2:]
+    if max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    planes = [F.interpolate(plane[None, None].float(), size=size, mode="bilinear", antialias=True)[0, 0]
+              for plane in image.reshape(-1, h, w)]
+    out = torch.stack(planes).reshape(*image.shape[:-2], *size)
+    return out.round().clamp(0, 255).to(torch.uint8) if image.dtype == torch.uint8 else out
+
+
+def _chw(image: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """`(3, H, W)` tensor of an image given as one, or as an `(H, W, 3)` array."""
+    return image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
 def blend(image: torch.Tensor | np.ndarray, probs: torch.Tensor | np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -31,7 +57,10 @@ def blend(image: torch.Tensor | np.ndarray, probs: torch.Tensor | np.ndarray, al
 def plot_prompts(image: torch.Tensor | np.ndarray, probs: torch.Tensor, prompts: list[str],
                  provenance: Provenance | None = None, threshold: float | None = None,
                  alpha: float = 0.5) -> plt.Figure:
-    """Image | one probability map per prompt | all masks over the image."""
+    """Image | one probability map per prompt | all masks over the image, drawn at most `DISPLAY_SIDE` pixels
+    large (larger inputs are scaled down first)."""
+    image = fit_image(_chw(image))
+    probs = fit_image(probs if isinstance(probs, torch.Tensor) else torch.from_numpy(np.array(probs)))
     k = len(prompts)
     fig, axes = plt.subplots(1, k + 2, figsize=(2.6 * (k + 2), 3.0), squeeze=False)
     axes = axes[0]
