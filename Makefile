@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROFILE ?= smoke
 
-.PHONY: install notebooks test test-all rehearsal lab benchmarks strip-notebooks clean-runs
+.PHONY: install notebooks test lint test-all rehearsal lab benchmarks strip-notebooks clean-runs
 
 # A virtual environment with the package (editable) and its test tools, at the versions in constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -20,9 +20,13 @@ install: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/clipseg-lab notebooks --profile $(PROFILE)
 
-# Unit, parity, learning and notebook smoke tests (the slow ones, needing weights or a GPU, are left out).
-test: $(STAMP)
+# Lint (ruff, the rule set in pyproject.toml), then unit, parity, learning and notebook smoke tests (the slow
+# ones, needing weights or a GPU, are left out).
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow and not rehearsal" --durations=15
+
+lint: $(STAMP)
+	$(BIN)/ruff check clipseg_lab tests benchmarks
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "not rehearsal" --durations=15

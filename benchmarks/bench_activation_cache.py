@@ -42,7 +42,8 @@ def vit_b16_sized_backbone() -> ClipBackbone:
                         trained=False)
 
 
-def train(model, loader, mode: str, epochs: int, cache: ActivationCache | None = None) -> tuple[list[float], list[float]]:
+def train(model, loader, mode: str, epochs: int,
+          cache: ActivationCache | None = None) -> tuple[list[float], list[float]]:
     """Mean seconds per step for each epoch, and every step's loss.
 
     mode "cached": activations from the cache; "online": the backbone run at every step up to the deepest
@@ -112,7 +113,8 @@ def main() -> None:
           f"max |loss difference| cached vs online {diff:.2e}")
     if args.json:
         args.json.write_text(json.dumps({"full": full, "online": plain, "cached": cached,
-                                         "ratio_vs_full_from_epoch_2": ratio_full, "ratio_vs_online_from_epoch_2": ratio,
+                                         "ratio_vs_full_from_epoch_2": ratio_full,
+                                         "ratio_vs_online_from_epoch_2": ratio,
                                          "hit_rate": cache.stats.hit_rate, "max_loss_diff": diff}, indent=2))
 
 

@@ -22,9 +22,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from clipseg_lab.backbones.tokenizer import check_prompts
     from clipseg_lab.batch import check_out_dir, collect_images, segment_images
     from clipseg_lab.data.images import load_rgb
+    from clipseg_lab.errors import ConfigError
     from clipseg_lab.models.loading import load_default_model
     from clipseg_lab.models.registry import get_preset
-    from clipseg_lab.errors import ConfigError
 
     # everything that can be wrong with the arguments fails here, before any weights are loaded
     images = collect_images(args.input)
@@ -84,7 +84,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     import yaml
 
     import clipseg_lab as cl
@@ -159,7 +158,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
     from clipseg_lab.notebooks import run_notebooks
-
     from clipseg_lab.preflight import PreflightError
 
     try:
@@ -384,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_parser("prepare", help="write a resized, rasterised copy of a dataset (Train/Val/Test)",
                        description="Images at the network and backbone sizes, masks (nearest), samples.csv, manifest.")
     p.add_argument("--dataset", required=True,
-                   help="oxford_pet, phrasecut, refcoco, refcoco+, refcocog, potsdam, vaihingen, loveda, synthetic_shapes")
+                   help="oxford_pet, phrasecut, refcoco, refcoco+, refcocog, potsdam, vaihingen, loveda, "
+                        "synthetic_shapes")
     p.add_argument("--data", default=None, help="the dataset's folder (or annotation file for RefCOCO)")
     p.add_argument("--out", required=True, help="output folder (written whole or not at all)")
     p.add_argument("--network-size", type=int, default=512)
@@ -432,14 +431,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML file (configs/zeroshot/*.yaml)")
     p.add_argument("--input", default=None, help="override input.dir")
     p.add_argument("--output", default=None, help="override output.base_dir")
-    p.add_argument("--backbone", default=None, help="override the CLIP: a name, hub id, local dir, OpenAI .pt, or tiny-random")
-    p.add_argument("--sam", default=None, help="override the SAM: a checkpoint .pth, vit_h / vit_l / vit_b, or tiny-random")
+    p.add_argument("--backbone", default=None,
+                   help="override the CLIP: a name, hub id, local dir, OpenAI .pt, or tiny-random")
+    p.add_argument("--sam", default=None,
+                   help="override the SAM: a checkpoint .pth, vit_h / vit_l / vit_b, or tiny-random")
     p.add_argument("--layers", default=None, metavar="N,M,L",
                    help="attention blocks: N unrestricted, M neighbourhood, L SAM-region (must add up to the depth)")
     p.add_argument("--variant", default=None, help="dense features: vanilla, maskclip, sclip, clearclip, naclip")
     p.add_argument("--shard", default=None, metavar="i/N",
-                   help="take tiles i, i+N, ... (0-based i) of the sorted list; 'auto' reads torchrun's RANK/WORLD_SIZE "
-                        "or a Slurm job array. Combine the shards with rs-merge")
+                   help="take tiles i, i+N, ... (0-based i) of the sorted list; 'auto' reads torchrun's "
+                        "RANK/WORLD_SIZE or a Slurm job array. Combine the shards with rs-merge")
     p.add_argument("--limit", type=int, default=None, help="only the first N tiles (sorted by name)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--no-resume", action="store_true", help="segment finished tiles again")

@@ -19,7 +19,8 @@ from __future__ import annotations
 import html
 import io
 from collections import Counter, OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import matplotlib
 import numpy as np

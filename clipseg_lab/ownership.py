@@ -147,8 +147,8 @@ def claim(folder: str | os.PathLike, command: str, inputs: dict[str, Any], *, re
                   else "written before clipseg-lab kept owner files, so its settings are unknown")
         advice = "pass --resume to continue it with these settings, " if can_resume else "pass "
         raise OutputDirError(f"{option} {folder}: holds another run of {theirs}"
-                             f"{' (' + differ + ')' if differ else ''}; {advice}--overwrite to replace its outputs (only "
-                             f"the entries {OWNER_FILE} lists), or choose another folder")
+                             f"{' (' + differ + ')' if differ else ''}; {advice}--overwrite to replace its outputs "
+                             f"(only the entries {OWNER_FILE} lists), or choose another folder")
     if write:
         folder.mkdir(parents=True, exist_ok=True)
         mine.write()

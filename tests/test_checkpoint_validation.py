@@ -142,7 +142,8 @@ def test_missing_and_unexpected_tensors_are_named_before_building(rd64_file, tmp
     import clipseg_lab.models.registry as registry
 
     monkeypatch.setattr(registry, "build_model", lambda *a, **k: pytest.fail("a model was built"))
-    with pytest.raises(WeightsFormatError, match=r"missing keys \['reduces.0.weight'\].*unexpected keys \['extra.weight'\]"):
+    with pytest.raises(WeightsFormatError,
+                       match=r"missing keys \['reduces.0.weight'\].*unexpected keys \['extra.weight'\]"):
         cl.load_model(bad, device="cpu")
 
 

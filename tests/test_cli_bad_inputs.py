@@ -84,7 +84,8 @@ CASES = {
     "train: negative lr": lambda w: ["train", "--config", str(w / "negative_lr.yaml")],
     "train: a list, not a mapping": lambda w: ["train", "--config", str(w / "list.yaml")],
     "train: out_dir is a file": lambda w: ["train", "--config", str(w / "train_into_file.yaml")],
-    "train: init-from a missing file": lambda w: ["train", "--config", str(REPO / "configs" / "smoke_synthetic_clipseg.yaml"),
+    "train: init-from a missing file": lambda w: ["train", "--config",
+                                                  str(REPO / "configs" / "smoke_synthetic_clipseg.yaml"),
                                                   "--init-from", str(w / "nope.safetensors"), "--out", str(w / "t1")],
     # evaluate
     "evaluate: missing checkpoint": lambda w: ["evaluate", "--checkpoint", str(w / "nope.safetensors"), "--dataset",
@@ -119,7 +120,8 @@ CASES = {
     # rs-infer / rs-merge
     "rs-infer: missing config": lambda w: ["rs-infer", "--config", str(w / "nope.yaml")],
     "rs-infer: empty config": lambda w: ["rs-infer", "--config", str(w / "empty.yaml")],
-    "rs-infer: missing input folder": lambda w: ["rs-infer", "--config", str(REPO / "configs" / "zeroshot" / "potsdam.yaml"),
+    "rs-infer: missing input folder": lambda w: ["rs-infer", "--config",
+                                                 str(REPO / "configs" / "zeroshot" / "potsdam.yaml"),
                                                  "--input", str(w / "nope"), "--output", str(w / "r1")],
     "rs-infer: bad --set": lambda w: ["rs-infer", "--config", str(REPO / "configs" / "zeroshot" / "potsdam.yaml"),
                                       "--set", "sliding.stride"],

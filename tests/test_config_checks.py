@@ -164,7 +164,8 @@ def test_unreadable_files_name_the_path(tmp_path):
 
 def test_a_yaml_error_names_the_file_and_key(tmp_path):
     (tmp_path / "c.yaml").write_text("epochs: 0\n")
-    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'c.yaml'}: epochs: 0 is not allowed without model.init_from; an integer >= 1 "):
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'c.yaml'}: epochs: 0 is not allowed without "
+                                          r"model.init_from; an integer >= 1 "):
         TrainConfig.from_yaml(tmp_path / "c.yaml")
 
 

@@ -90,7 +90,8 @@ def test_oxford_pet_bad_input(tmp_path):
     root = _pet_fixture(tmp_path, official=False)
     (root / "annotations" / "trimaps" / "beagle_2.png").unlink()
     pets = OxfordPet(root, "all")
-    assert len(pets) == 1 and pets.skipped == [(str(root / "annotations" / "trimaps" / "beagle_2.png"), "trimap missing")]
+    assert len(pets) == 1 and pets.skipped == [(str(root / "annotations" / "trimaps" / "beagle_2.png"),
+                                                "trimap missing")]
     assert "trimap missing" in pets.report_skips()
     Image.fromarray(np.full((5, 5), 2, np.uint8)).save(root / "annotations" / "trimaps" / "Abyssinian_1.png")
     with pytest.raises(MaskError, match=r"Abyssinian_1.png: mask is 5x5 .* is 20x10"):
@@ -255,7 +256,8 @@ def test_refcoco_hugging_face_copy(tmp_path, storage):
             "raw_anns": [json.dumps({"segmentation": [[2, 2, 8, 2, 8, 8, 2, 8]], "area": 36}),
                          json.dumps({"segmentation": [[12, 1, 18, 1, 18, 9, 12, 9]], "area": 48})]}
     ds = datasets.Dataset.from_dict(rows, features=datasets.Features({
-        "image": datasets.Image(), "sentences": [{"sent": datasets.Value("string"), "sent_id": datasets.Value("int64")}],
+        "image": datasets.Image(),
+        "sentences": [{"sent": datasets.Value("string"), "sent_id": datasets.Value("int64")}],
         "raw_anns": datasets.Value("string")}))
     if storage == "save_to_disk":
         datasets.DatasetDict({"val": ds}).save_to_disk(str(tmp_path / "refcoco"))

@@ -18,7 +18,8 @@ def test_two_process_training(tmp_path):
         "data": {"options": {"num_scenes": 8, "size": 96}}})
     config.to_yaml(tmp_path / "c.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "clipseg_lab.cli", "train", "--config", str(tmp_path / "c.yaml"),
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "clipseg_lab.cli", "train", "--config", str(tmp_path / "c.yaml"),
                           "--device", "cpu"], capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "ddp"

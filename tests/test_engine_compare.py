@@ -4,7 +4,6 @@ reported-vs-this-run tables, and the seeds' recipes under configs/."""
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 
 import pytest
@@ -82,7 +81,8 @@ def test_the_seeds_recipes_are_the_reported_ones():
             pets.optim.poly_power, pets.patience, pets.amp, pets.model.backbone, pets.model.input_size, pets.loss) == \
         (16, 200, 0.005, 1e-4, "poly", 0.9, 15, True, "ViT-B/16", 512, "wce+dice")
     unet = TrainConfig.from_yaml(REPO / "configs" / "pets_unet.yaml")
-    assert unet.model.name == "unet" and merge_config(unet.to_dict(), {"model": {"name": "clip-unet"}, "out_dir": 0}) == \
+    assert unet.model.name == "unet" and \
+        merge_config(unet.to_dict(), {"model": {"name": "clip-unet"}, "out_dir": 0}) == \
         merge_config(pets.to_dict(), {"out_dir": 0})
     for k in (0, 1, 2):
         variant = TrainConfig.from_yaml(REPO / "configs" / f"phrasecut_model{k}.yaml")

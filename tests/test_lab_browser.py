@@ -11,7 +11,6 @@ import importlib.util
 import shutil
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -39,7 +38,8 @@ def lab(tmp_path):
     port, token = _free_port(), "clipseg-lab-test"
     server = subprocess.Popen(
         [JUPYTER, "lab", "--no-browser", f"--port={port}", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={tmp_path}", "--LabApp.expose_app_in_browser=True", "--ServerApp.ip=127.0.0.1", "--allow-root"],
+         f"--ServerApp.root_dir={tmp_path}", "--LabApp.expose_app_in_browser=True", "--ServerApp.ip=127.0.0.1",
+         "--allow-root"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**__import__("os").environ,
                                                                    "PYTHONPATH": str(REPO)})
     try:
@@ -87,7 +87,8 @@ def test_jupyterlab_renders_the_prompt_explorer(lab):
         prompt.clear()
         prompt.send_keys("a wooden door", Keys.ENTER)  # continuous_update=False: applied on Enter
         wait.until(lambda b: b.find_element(By.CSS_SELECTOR, ".widget-image").get_attribute("src") != src)
-        errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output[data-mime-type*='error']")]
+        errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR,
+                                                        ".jp-OutputArea-output[data-mime-type*='error']")]
         assert not errors, errors
     finally:
         browser.quit()

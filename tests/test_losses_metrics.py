@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import torchmetrics.functional.classification as tmf
 from torchvision.ops import sigmoid_focal_loss
 
-from clipseg_lab.losses import (bce_loss, build_loss, cross_entropy_loss, focal_loss, inverse_frequency_weights,
-                                multiclass_dice_loss, soft_dice_loss, weighted_ce_dice_loss)
+from clipseg_lab.losses import (
+    bce_loss,
+    build_loss,
+    cross_entropy_loss,
+    focal_loss,
+    inverse_frequency_weights,
+    multiclass_dice_loss,
+    soft_dice_loss,
+    weighted_ce_dice_loss,
+)
 from clipseg_lab.metrics import BinaryMetrics, SegmentationMetrics
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-import tomllib
 
+import tomllib
 import yaml
 
 from tests.conftest import REPO
@@ -25,7 +25,8 @@ def test_environment_yml_matches_pyproject():
     for name in ("torch", "torchvision"):
         assert pins[name].replace(" ", "") == constraints[name], f"{name}: environment.yml and constraints.txt differ"
     declared = {_name(d) for d in project["dependencies"]}
-    assert set(pins) <= declared, f"environment.yml pins packages pyproject.toml does not declare: {set(pins) - declared}"
+    assert set(pins) <= declared, ("environment.yml pins packages pyproject.toml does not declare: "
+                                   f"{set(pins) - declared}")
     python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
     assert "3.11" in python
 

@@ -22,7 +22,8 @@ def test_each_missing_input_is_one_line_naming_the_file(tmp_path, monkeypatch):
     notebooks = [
         ("02_model_variants", {"backbone": "tiny-random", "dataset": "phrasecut", "data_root": "phrasecut"}),
         ("06_refcoco", {"data": {"dataset": "refcoco", "root": "refcoco", "options": {}}}),
-        ("09_remote_sensing_zero_shot", {"sam": "vit_h", "data_root": ".", "datasets": {"potsdam": {"dir": "potsdam"}}}),
+        ("09_remote_sensing_zero_shot", {"sam": "vit_h", "data_root": ".",
+                                         "datasets": {"potsdam": {"dir": "potsdam"}}}),
         ("00_quickstart", {"checkpoint": "CIDAS/clipseg-rd64-refined", "backbone": "tiny-random"}),
     ]
     with pytest.raises(PreflightError) as info:

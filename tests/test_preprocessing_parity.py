@@ -74,9 +74,7 @@ def test_directory_preprocessor_config_sets_the_normalisation(clipseg_dir, photo
 
 
 def test_original_decoders_run_with_imagenet_statistics(hf_clipseg_dirs, tmp_path):
-    from clipseg_lab.models.clipseg_weights import hf_to_original_decoder
-
-    from clipseg_lab.models.clipseg_weights import load_original_clipseg
+    from clipseg_lab.models.clipseg_weights import hf_to_original_decoder, load_original_clipseg
 
     reference = small_hf_clipseg()
     decoder = {k[len("decoder."):]: v for k, v in reference.state_dict().items() if k.startswith("decoder.")}
@@ -137,15 +135,16 @@ def _hub_cache(cache: Path, hub_id: str, files: dict[str, Path]) -> Path:
 
 
 def test_hub_cache_with_only_pytorch_model_bin(clipseg_dir, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
     from huggingface_hub import constants
+    from safetensors.torch import load_file
 
     bin_file = tmp_path / "pytorch_model.bin"
     torch.save(load_file(str(clipseg_dir / "model.safetensors")), bin_file)
     cache = tmp_path / "hub"
-    _hub_cache(cache, cl.models.DEFAULT_CHECKPOINT, {"config.json": clipseg_dir / "config.json",
-                                                     "preprocessor_config.json": clipseg_dir / "preprocessor_config.json",
-                                                     "pytorch_model.bin": bin_file})
+    _hub_cache(cache, cl.models.DEFAULT_CHECKPOINT,
+               {"config.json": clipseg_dir / "config.json",
+                "preprocessor_config.json": clipseg_dir / "preprocessor_config.json",
+                "pytorch_model.bin": bin_file})
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.delenv("CLIPSEG_LAB_WEIGHTS", raising=False)
     reference = cl.load_model(clipseg_dir, device="cpu")
@@ -167,7 +166,8 @@ def test_missing_default_checkpoint_names_the_checkpoint(tmp_path, monkeypatch):
     assert "checkpoint 'CIDAS/clipseg-rd64-refined'" in text and "backbone" not in text.split("\n")[0]
     assert "hf download CIDAS/clipseg-rd64-refined" in text and "huggingface-cli" not in text
     # a cache folder holding a config but no weights (an interrupted download) is not a find
-    _hub_cache(tmp_path / "empty", cl.models.DEFAULT_CHECKPOINT, {"config.json": _json(tmp_path, {"model_type": "clipseg"})})
+    _hub_cache(tmp_path / "empty", cl.models.DEFAULT_CHECKPOINT,
+               {"config.json": _json(tmp_path, {"model_type": "clipseg"})})
     with pytest.raises(cl.WeightsNotFoundError):
         cl.models.load_default_model(device="cpu")
 

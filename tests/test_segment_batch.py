@@ -49,7 +49,7 @@ def test_folder_batch_resume_and_stale_masks(tmp_path, capsys):
     assert main(args) == 0
     captured = capsys.readouterr()
     assert captured.out.strip().splitlines()[-1].startswith("2 images segmented, 1 failed")
-    assert "c.png" in captured.err and len([l for l in captured.err.splitlines() if "c.png" in l]) == 1
+    assert "c.png" in captured.err and len([line for line in captured.err.splitlines() if "c.png" in line]) == 1
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["a", "b"]
     assert (out / MANIFEST).is_file()
     rows = _summary(out)

@@ -15,10 +15,27 @@ from scipy import stats
 
 from clipseg_lab.cli import main
 from clipseg_lab.data.masks import MaskError
-from clipseg_lab.stats import (HypothesisConfig, NoBoundaryError, adjust_p, choose_pair_distance, crossing_distances,
-                               distance_profile, hedges_g, luma, object_labels, pair_populations, per_image_test,
-                               random_pairs, run_hypothesis, run_on_samples, run_sample_datasets, subsample, verdict,
-                               welch_from_summary, welch_test)
+from clipseg_lab.stats import (
+    HypothesisConfig,
+    NoBoundaryError,
+    adjust_p,
+    choose_pair_distance,
+    crossing_distances,
+    distance_profile,
+    hedges_g,
+    luma,
+    object_labels,
+    pair_populations,
+    per_image_test,
+    random_pairs,
+    run_hypothesis,
+    run_on_samples,
+    run_sample_datasets,
+    subsample,
+    verdict,
+    welch_from_summary,
+    welch_test,
+)
 from clipseg_lab.stats.report import write_report
 from clipseg_lab.stats.run import Moments, Subsample
 

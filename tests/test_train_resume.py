@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 import clipseg_lab.files
 from clipseg_lab.cli import main
 from clipseg_lab.engine import TrainConfig, Trainer, train
-from clipseg_lab.engine.trainer import TrainingInterrupted
 from clipseg_lab.errors import OutputDirError
 from clipseg_lab.ownership import OWNER_FILE
 
@@ -99,7 +98,8 @@ def test_a_kill_at_every_write_of_an_epoch_resumes_to_the_uninterrupted_run(refe
             assert abs(a - c) < 1e-6 and abs(b - d) < 1e-6, (k, writes[k - 1])
         weights = _weights(out)
         # to 1e-6, not bit for bit: CPU kernels may sum in another order in a new process (float32 rounding)
-        assert all(torch.allclose(weights[n], ref_weights[n], rtol=0, atol=1e-6) for n in ref_weights), (k, writes[k - 1])
+        assert all(torch.allclose(weights[n], ref_weights[n], rtol=0, atol=1e-6)
+                   for n in ref_weights), (k, writes[k - 1])
         assert resumed.best_epoch == ref.best_epoch and resumed.best_metrics["iou_fg"] == ref.best_metrics["iou_fg"]
         assert sorted(p.name for p in (out / "snapshots").glob("epoch_*.npz")) == \
             sorted(p.name for p in (out_ref / "snapshots").glob("epoch_*.npz"))

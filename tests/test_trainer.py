@@ -6,7 +6,6 @@ import csv
 import json
 
 import pytest
-import torch
 from PIL import Image
 
 from clipseg_lab.cli import main

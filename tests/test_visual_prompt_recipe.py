@@ -25,10 +25,10 @@ def _scene(size=(352, 352), box=(100, 200, 120, 180), seed=0):
     rng = np.random.default_rng(seed)
     image = np.empty((*size, 3), np.uint8)
     image[:] = (200, 100, 50)
-    t, b, l, r = box
-    image[t:b, l:r] = rng.integers(0, 256, (b - t, r - l, 3))
+    t, b, left, r = box
+    image[t:b, left:r] = rng.integers(0, 256, (b - t, r - left, 3))
     mask = np.zeros(size, np.uint8)
-    mask[t:b, l:r] = 1
+    mask[t:b, left:r] = 1
     return image, mask
 
 
@@ -168,9 +168,9 @@ def test_matches_an_independent_numpy_version_of_the_original(shape, box):
     rng = np.random.default_rng(7)
     image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     mask = np.zeros(shape, np.uint8)
-    t, b, l, r = box
+    t, b, left, r = box
     yy, xx = np.mgrid[: shape[0], : shape[1]]  # an ellipse in the box, not just a rectangle
-    mask[((yy - (t + b) / 2) / ((b - t) / 2)) ** 2 + ((xx - (l + r) / 2) / ((r - l) / 2)) ** 2 <= 1] = 255
+    mask[((yy - (t + b) / 2) / ((b - t) / 2)) ** 2 + ((xx - (left + r) / 2) / ((r - left) / 2)) ** 2 <= 1] = 255
     got = _original(image, mask)
     expected = _np_original_crop_blur_highlight352(image, mask > 127)
     assert got.shape == expected.shape == (3, 352, 352)

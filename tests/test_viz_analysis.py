@@ -15,8 +15,14 @@ import torch.nn.functional as F
 import clipseg_lab as cl
 from clipseg_lab.data.registry import open_dataset
 from clipseg_lab.data.transforms import JointTransform
-from clipseg_lab.viz.analysis import (error_map, gallery_predictions, plot_class_bars, plot_confidence,
-                                      plot_error_maps, plot_gallery)
+from clipseg_lab.viz.analysis import (
+    error_map,
+    gallery_predictions,
+    plot_class_bars,
+    plot_confidence,
+    plot_error_maps,
+    plot_gallery,
+)
 from clipseg_lab.viz.gradcam import default_layer, grad_cam
 
 
@@ -95,7 +101,8 @@ def test_grad_cam_for_every_decoder_and_the_clip_unet():
         cam = grad_cam(model, image, "a dog")
         assert cam.shape == (48, 48) and 0 <= cam.min() and cam.max() <= 1, name
         assert model.training and not model.backbone.training  # the modes are restored
-    unet = cl.build_model("clip-unet", backbone="tiny-random", num_classes=3, input_size=64, channels=[8, 16], dropout=[0, 0])
+    unet = cl.build_model("clip-unet", backbone="tiny-random", num_classes=3, input_size=64, channels=[8, 16],
+                          dropout=[0, 0])
     assert type(default_layer(unet)).__name__ == "Sequential" and default_layer(unet) is unet.fusion
     assert grad_cam(unet, image, 2).shape == (48, 48)
     with pytest.raises(ValueError, match="class index 3"):

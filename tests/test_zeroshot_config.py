@@ -11,8 +11,13 @@ import yaml
 from clipseg_lab.errors import ConfigError
 from clipseg_lab.zeroshot.config import load_config, parse_assignments, prepare_config, with_overrides
 from clipseg_lab.zeroshot.pipeline import tile_metrics
-from clipseg_lab.zeroshot.text import (build_query_set, class_probabilities, encode_queries, predict_classes,
-                                       resolve_templates)
+from clipseg_lab.zeroshot.text import (
+    build_query_set,
+    class_probabilities,
+    encode_queries,
+    predict_classes,
+    resolve_templates,
+)
 from tests.conftest import REPO
 
 CONFIGS = REPO / "configs" / "zeroshot"
@@ -171,8 +176,11 @@ def test_metrics_on_a_hand_made_confusion_matrix():
 
 
 def test_metrics_agree_with_torchmetrics():
-    from torchmetrics.functional.classification import (multiclass_accuracy, multiclass_f1_score,
-                                                        multiclass_jaccard_index)
+    from torchmetrics.functional.classification import (
+        multiclass_accuracy,
+        multiclass_f1_score,
+        multiclass_jaccard_index,
+    )
 
     g = torch.Generator().manual_seed(0)
     target = torch.randint(0, 5, (4000,), generator=g)

@@ -6,8 +6,16 @@ import pytest
 import torch
 
 from clipseg_lab.errors import ConfigError
-from clipseg_lab.zeroshot.masks import (add_class_token, build_layer_masks, layer_plan, neighbourhood_mask,
-                                        neighbourhood_patches, region_mask, region_patches, token_regions)
+from clipseg_lab.zeroshot.masks import (
+    add_class_token,
+    build_layer_masks,
+    layer_plan,
+    neighbourhood_mask,
+    neighbourhood_patches,
+    region_mask,
+    region_patches,
+    token_regions,
+)
 
 
 def _from_rows(rows: list[str]) -> torch.Tensor:

@@ -117,7 +117,8 @@ class ClipBackbone(nn.Module):
     @property
     def label(self) -> str:
         """A short description for captions and logs."""
-        return self.name if self.trained else f"{self.name} ({self.untrained_note or 'untrained backbone: random weights'})"
+        return (self.name if self.trained
+                else f"{self.name} ({self.untrained_note or 'untrained backbone: random weights'})")
 
     def patch_grid(self, size: int | tuple[int, int] | None = None) -> tuple[int, int]:
         """Patch grid `(h, w)` for an input of `size` pixels (default: the native resolution)."""

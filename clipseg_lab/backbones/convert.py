@@ -6,11 +6,13 @@ visual.class_embedding                         vision_model.embeddings.class_emb
 visual.positional_embedding                    vision_model.embeddings.position_embedding.weight
 visual.ln_pre / ln_post                        vision_model.pre_layrnorm / post_layernorm
 visual.transformer.resblocks.i.attn.in_proj_*  vision_model.encoder.layers.i.self_attn.{q,k,v}_proj.*
-  .attn.out_proj / ln_1 / mlp.c_fc / mlp.c_proj / ln_2  -> .self_attn.out_proj / layer_norm1 / mlp.fc1 / mlp.fc2 / layer_norm2
+  .attn.out_proj / ln_1 / mlp.c_fc             .self_attn.out_proj / layer_norm1 / mlp.fc1
+  .mlp.c_proj / ln_2                           .mlp.fc2 / layer_norm2
 visual.proj (width x embed, used as x @ proj)  visual_projection.weight (embed x width, transposed)
 token_embedding / positional_embedding         text_model.embeddings.token_embedding / position_embedding
 transformer.resblocks.i.*                      text_model.encoder.layers.i.*
-ln_final / text_projection / logit_scale       text_model.final_layer_norm / text_projection.weight (transposed) / logit_scale
+ln_final                                       text_model.final_layer_norm
+text_projection / logit_scale                  text_projection.weight (transposed) / logit_scale
 
 Only ViT image towers are supported: the ResNet CLIPs (RN50, ...) have no patch tokens for a decoder.
 """
@@ -59,7 +61,8 @@ _TOP_RENAMES = {  # OpenAI key -> (HF key, transpose?)
     "logit_scale": ("logit_scale", False),
 }
 
-_TOWERS = (("visual.transformer.resblocks.", "vision_model.encoder.layers."), ("transformer.resblocks.", "text_model.encoder.layers."))
+_TOWERS = (("visual.transformer.resblocks.", "vision_model.encoder.layers."),
+           ("transformer.resblocks.", "text_model.encoder.layers."))
 
 
 def _count_blocks(state_dict: StateDict, prefix: str) -> int:

@@ -17,8 +17,8 @@ from transformers import CLIPConfig, CLIPModel
 
 from clipseg_lab.backbones.clip_backbone import CLIP_MEAN, CLIP_STD, ClipBackbone
 from clipseg_lab.backbones.convert import openai_config, openai_to_hf
-from clipseg_lab.backbones.names import TINY_RANDOM, known_names, looks_like_path, lookup, unknown_backbone_message
-from clipseg_lab.backbones.weights import ResolvedWeights, rehearsal_note, resolve_weights
+from clipseg_lab.backbones.names import TINY_RANDOM, looks_like_path, lookup, unknown_backbone_message
+from clipseg_lab.backbones.weights import rehearsal_note, resolve_weights
 from clipseg_lab.errors import UnknownNameError, WeightsFormatError
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,8 @@ def read_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def clip_from_clipseg(config: dict, state: dict[str, torch.Tensor], source: str) -> CLIPModel:
     """The CLIP inside a Hugging Face CLIPSeg model (its `clip.*` weights, same names as CLIPModel's)."""
-    clip_config = CLIPConfig(text_config=config.get("text_config") or {}, vision_config=config.get("vision_config") or {},
+    clip_config = CLIPConfig(text_config=config.get("text_config") or {},
+                             vision_config=config.get("vision_config") or {},
                              projection_dim=config.get("projection_dim", 512))
     clip_state = {k[len("clip."):]: v for k, v in state.items() if k.startswith("clip.")}
     return _clip_model(clip_config, clip_state, f"{source}: the CLIP weights of this CLIPSeg model")
@@ -303,7 +304,8 @@ class _TorchScriptUnpickler(pickle.Unpickler):
                 raise pickle.UnpicklingError(f"the storage data/{key} is missing from the archive") from None
             itemsize = torch.empty((), dtype=kind.dtype).element_size()
             if len(data) != numel * itemsize:
-                raise pickle.UnpicklingError(f"the storage data/{key} holds {len(data)} bytes, not {numel} x {itemsize}")
+                raise pickle.UnpicklingError(f"the storage data/{key} holds {len(data)} bytes, "
+                                             f"not {numel} x {itemsize}")
             flat = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
             self.storages[key] = flat.view(kind.dtype) if numel else torch.empty(0, dtype=kind.dtype)
         return self.storages[key]

@@ -199,7 +199,8 @@ def _snapshot(hub_id: str, *, local_only: bool, failures: list[str] | None = Non
     except Exception as exc:  # not cached, offline, unknown repo: all mean "not here"
         log.debug("snapshot_download(%s, local_files_only=%s) failed: %s", hub_id, local_only, exc)
         if failures is not None:
-            failures.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}" if str(exc) else type(exc).__name__)
+            failures.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}" if str(exc)
+                            else type(exc).__name__)
         return None
     found = classify_path(path)
     if found is None or found.kind != "hf_dir" or not has_weights(path):

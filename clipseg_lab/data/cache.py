@@ -1,8 +1,8 @@
 """A disk cache of frozen-backbone activations, so the backbone runs once per image, not once per epoch.
 
 An entry is keyed by (image content hash, backbone fingerprint, layers, resolution, pixel normalisation, storage
-dtype): change any part and it is a different entry, so a stale activation is never served. Entries are safetensors files
-(memory-mapped on read), written atomically. `stats()` reports hits, misses and size on disk.
+dtype): change any part and it is a different entry, so a stale activation is never served. Entries are safetensors
+files (memory-mapped on read), written atomically. `stats()` reports hits, misses and size on disk.
 
 The image hash is of the exact pixels passed in, so use the cache with deterministic transforms (resizing),
 not random augmentation.

@@ -27,7 +27,8 @@ def default_samples_dir() -> Path:
     return Path(os.environ.get("CLIPSEG_LAB_SAMPLES", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 
 
-def find_sample_datasets(root: str | Path | None = None, synthetic_scenes: int = 16) -> tuple[list[FoundDataset], list[str]]:
+def find_sample_datasets(root: str | Path | None = None,
+                         synthetic_scenes: int = 16) -> tuple[list[FoundDataset], list[str]]:
     """Every dataset this package can open under `root`, plus SyntheticShapes; and a list of what is absent."""
     from clipseg_lab.data.oxford_pet import OxfordPet
     from clipseg_lab.data.refcoco import RefCOCO

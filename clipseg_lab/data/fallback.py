@@ -69,7 +69,8 @@ def oxford_pet(data_root: str | None, samples_dir: str | os.PathLike | None, pro
     """Oxford-IIIT Pet: `data_root` (the full release), else the samples' `oxford_pet`, else (smoke) semantic
     SyntheticShapes with a one-line note."""
     path = Path(data_root) if data_root else samples_root(samples_dir) / "oxford_pet"
-    if (path / "annotations").is_dir() or (path / "list.txt").is_file() or (path / "annotations" / "list.txt").is_file():
+    if ((path / "annotations").is_dir() or (path / "list.txt").is_file()
+            or (path / "annotations" / "list.txt").is_file()):
         return DataChoice("oxford_pet", str(path), {}, f"Oxford-IIIT Pet ({path})")
     note = _substitute("the Oxford-IIIT Pet sample", path, profile,
                        "semantic SyntheticShapes (background / circle / square / triangle)")
@@ -106,7 +107,8 @@ def remote_sensing(datasets: dict[str, dict], root: str | os.PathLike, work_dir:
 
 def write_synthetic_tiles(out: Path, count: int, size: int, seed: int = 3) -> Path:
     """`count` semantic SyntheticShapes scenes in mmseg layout (`img_dir/val/*.png`, `ann_dir/val/*.png`; label
-    0 background, 1..3 circle / square / triangle). A pure function of (count, size, seed): a rerun rewrites the same bytes."""
+    0 background, 1..3 circle / square / triangle). A pure function of (count, size, seed): a rerun rewrites the
+    same bytes."""
     import numpy as np
     from PIL import Image
 

@@ -8,8 +8,8 @@
                                   mask) may appear on several rows with different prompts
 
 `image` is a path relative to `images/` (or to ROOT, or absolute), `mask` likewise relative to `masks/`; an
-empty or absent `mask` means `masks/<image path>.png` (the image's path under `images/`, with `.png`). Samples are named `<image stem>-<k>`, k counting that
-image's rows from 0.
+empty or absent `mask` means `masks/<image path>.png` (the image's path under `images/`, with `.png`). Samples are
+named `<image stem>-<k>`, k counting that image's rows from 0.
 
 `folder-semantic` (`FolderSemantic`, semantic: class indices, `class_names` sizes a multi-class head)::
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipseg_lab.errors import ImageReadError
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 Orientation = Literal["exif", "stored"]
 EXIF_ORIENTATION = 0x0112
 
@@ -148,5 +148,6 @@ def load_rgb(image: ImageLike, orientation: Orientation = "stored") -> torch.Ten
     elif isinstance(image, np.ndarray):
         array = array_to_rgb(image)
     else:
-        raise ImageReadError(f"cannot read an image from a {type(image).__name__}: pass a path, a PIL image or an array")
+        raise ImageReadError(f"cannot read an image from a {type(image).__name__}: "
+                             "pass a path, a PIL image or an array")
     return torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()

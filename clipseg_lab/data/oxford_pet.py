@@ -117,7 +117,8 @@ class OxfordPet(RecordDataset):
         check_size(tuple(image.shape[-2:]), trimap, image=image_path, mask_file=trimap_path)
         bad = set(np.unique(trimap).tolist()) - {1, 2, 3}
         if bad:
-            raise ValueError(f"{trimap_path}: trimap values {sorted(bad)} outside 1 (pet), 2 (background), 3 (boundary)")
+            raise ValueError(f"{trimap_path}: trimap values {sorted(bad)} outside 1 (pet), 2 (background), "
+                             "3 (boundary)")
         if self.target == "trimap":
             mask = trimap.astype(np.uint8)
         else:

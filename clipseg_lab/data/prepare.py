@@ -30,8 +30,8 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from clipseg_lab.data.registry import DATASETS, open_dataset
-from clipseg_lab.files import write_json
 from clipseg_lab.errors import OutputDirError
+from clipseg_lab.files import write_json
 from clipseg_lab.ownership import claim
 
 log = logging.getLogger(__name__)
@@ -115,11 +115,13 @@ def prepare_dataset(name: str, root: str | Path | None, out: str | Path, *, netw
                     continue
                 stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(s["name"]))
                 image = s["image"].numpy()
-                Image.fromarray(_resize(image, network_size, False).transpose(1, 2, 0)).save(folder / "images" / f"{stem}.png")
+                Image.fromarray(_resize(image, network_size, False).transpose(1, 2, 0)).save(
+                    folder / "images" / f"{stem}.png")
                 Image.fromarray(_resize(image, backbone_size, False).transpose(1, 2, 0)).save(
                     folder / "images_clip" / f"{stem}.png")
                 if "mask" in s:
-                    Image.fromarray(_resize(s["mask"].numpy(), network_size, True)).save(folder / "masks" / f"{stem}.png")
+                    Image.fromarray(_resize(s["mask"].numpy(), network_size, True)).save(
+                        folder / "masks" / f"{stem}.png")
                 rows.append({"name": stem, "prompt": s.get("prompt", ""), "source": s.get("source", ""),
                              "mask_source": s.get("mask_source", s.get("source", "")),
                              "placeholder": s.get("placeholder", False)})

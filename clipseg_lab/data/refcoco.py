@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipseg_lab.files import load_data_pickle
 from clipseg_lab.data.base import DatasetError, RecordDataset, Sample
 from clipseg_lab.data.images import load_rgb
 from clipseg_lab.data.masks import coco_segmentation_to_mask
+from clipseg_lab.files import load_data_pickle
 
 SPLITS = ("train", "val", "test", "testA", "testB")
 
@@ -119,7 +119,8 @@ class RefCOCO(RecordDataset):
             raise ValueError(f"{path}: image is {image.shape[-1]}x{image.shape[-2]} but the annotations say {w}x{h}")
         mask = coco_segmentation_to_mask(r.ann["segmentation"], h, w)
         return {"image": image, "mask": torch.from_numpy(mask.astype(np.uint8)), "prompt": r.sentence,
-                "name": f"{r.dataset}_{r.ref_id}_{r.sent_id}", "source": str(path) + (" (placeholder)" if placeholder else ""),
+                "name": f"{r.dataset}_{r.ref_id}_{r.sent_id}",
+                "source": str(path) + (" (placeholder)" if placeholder else ""),
                 "placeholder": placeholder, "dataset": r.dataset, "ref_id": r.ref_id, "ann_id": int(r.ann["id"]),
                 "coco_area": float(r.ann.get("area", float("nan"))), "category_id": int(r.ann.get("category_id", -1))}
 

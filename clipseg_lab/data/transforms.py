@@ -15,8 +15,9 @@ from torchvision.transforms import v2
 from clipseg_lab.data.base import Sample
 
 # CLIPSeg's training templates (a subset of CLIP's ImageNet prompt ensemble)
-CLIPSEG_TEMPLATES = ("a photo of a {}.", "a photograph of a {}.", "an image of a {}.", "{}.", "a cropped photo of a {}.",
-                     "a good photo of a {}.", "a photo of one {}.", "a bad photo of a {}.", "a photo of the {}.")
+CLIPSEG_TEMPLATES = ("a photo of a {}.", "a photograph of a {}.", "an image of a {}.", "{}.",
+                     "a cropped photo of a {}.", "a good photo of a {}.", "a photo of one {}.", "a bad photo of a {}.",
+                     "a photo of the {}.")
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b")
 

@@ -46,7 +46,8 @@ def evaluate_model(model: TextPromptedModel | ClipUNet, dataset, *, batch_size: 
         return _evaluate_semantic(model, dataset, class_names, batch_size)
     metrics = BinaryMetrics(threshold=threshold)
     rows: list[dict[str, Any]] = []
-    for batch in tqdm(DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples), desc="evaluate", leave=False):
+    for batch in tqdm(DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples), desc="evaluate",
+                      leave=False):
         probs = model(model.preprocess(list(batch["image"])), batch["prompt"]).sigmoid()
         before = len(metrics.image_iou)
         metrics.update(probs, batch["mask"].to(probs.device))
@@ -64,12 +65,14 @@ def _evaluate_semantic(model: ClipUNet, dataset, class_names, batch_size: int) -
                          "evaluate on the dataset it was trained for")
     metrics = SegmentationMetrics(n, class_names=class_names)
     rows: list[dict[str, Any]] = []
-    for batch in tqdm(DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples), desc="evaluate", leave=False):
+    for batch in tqdm(DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples), desc="evaluate",
+                      leave=False):
         pred = model.segment(batch["image"]).argmax(1)
         before = len(metrics.image_miou)
         metrics.update(pred, batch["mask"].to(pred.device))
         names = batch["name"][: len(metrics.image_miou) - before]  # all-ignore images get no row
-        rows += [{"name": name, "miou": metrics.image_miou[before + k], "pixel_accuracy": metrics.image_accuracy[before + k]}
+        rows += [{"name": name, "miou": metrics.image_miou[before + k],
+                  "pixel_accuracy": metrics.image_accuracy[before + k]}
                  for k, name in enumerate(names)]
     overall = metrics.compute()
     per_class = [{"class": name, **values} for name, values in overall.pop("per_class").items()]
@@ -157,7 +160,8 @@ def referring_table(model: TextPromptedModel, dataset, count: int, threshold: fl
         probs = predict_sample(model, s["image"], s["prompt"], tuple(s["mask"].shape))
         metrics = BinaryMetrics(threshold=threshold)
         metrics.update(probs, s["mask"])
-        rows.append({"text": s["prompt"], "name": s["name"], "dice": metrics.image_dice[0], "iou": metrics.image_iou[0]})
+        rows.append({"text": s["prompt"], "name": s["name"], "dice": metrics.image_dice[0],
+                     "iou": metrics.image_iou[0]})
         axes[row, 0].text(0.0, 0.5, "\n".join(_wrap(s["prompt"], 28)), fontsize=9, va="center")
         truth = truth_for_display(s["mask"], semantic=False)
         for ax, shown in zip(axes[row, 1:], (s["image"].permute(1, 2, 0).numpy(), (probs > threshold).numpy(), truth)):
@@ -191,7 +195,8 @@ def analysis_figures(model: TextPromptedModel | ClipUNet, dataset, count: int, t
     names = list(getattr(dataset, "class_names", None) or range(model.config.num_classes)) if semantic else None
     # error maps tell false positives from wrong classes only where class 0 means "nothing" (Pet's background)
     background = 0 if not semantic or str(names[0]).lower() in ("background", "clutter", "no-data") else None
-    probs = [predict_sample(model, s["image"], None if semantic else s["prompt"], tuple(s["mask"].shape)) for s in samples]
+    probs = [predict_sample(model, s["image"], None if semantic else s["prompt"], tuple(s["mask"].shape))
+             for s in samples]
     labels = [p.argmax(0) if semantic else (p > threshold).long() for p in probs]
     figures = {"confidence": _stack([plot_confidence(s["image"], p, names or [s["prompt"]])
                                      for s, p in zip(samples, probs)], title),

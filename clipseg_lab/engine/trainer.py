@@ -330,7 +330,8 @@ class Trainer:
         self.train_sampler = DistributedSampler(train_data, seed=config.seed) if self.distributed else None
         val_sampler = DistributedSampler(self.val_data, shuffle=False) if self.distributed else None
         self.train_loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=self.train_sampler is None,
-                                       sampler=self.train_sampler, collate_fn=collate_samples, num_workers=d.num_workers,
+                                       sampler=self.train_sampler, collate_fn=collate_samples,
+                                       num_workers=d.num_workers,
                                        generator=generator, drop_last=len(train_data) > config.batch_size * self.world)
         self.val_loader = DataLoader(self.val_data, batch_size=config.batch_size, collate_fn=collate_samples,
                                      sampler=val_sampler, num_workers=d.num_workers)
@@ -413,11 +414,13 @@ class Trainer:
             mask = batch["mask"].to(self.device)
             loss = self.loss_fn(self._logits(batch), mask)
             # on the model's device: NCCL reduces only CUDA tensors
-            flags = torch.tensor([0.0 if torch.isfinite(loss) else 1.0, float(self._stop_requested)], device=self.device)
+            flags = torch.tensor([0.0 if torch.isfinite(loss) else 1.0, float(self._stop_requested)],
+                                 device=self.device)
             if self.distributed:  # every rank stops together, or none does
                 dist.all_reduce(flags, op=dist.ReduceOp.MAX)
             if flags[0].item():
-                raise FloatingPointError(f"loss is {loss.item()} (on this or another rank) at epoch {epoch}, step {step}")
+                raise FloatingPointError(f"loss is {loss.item()} (on this or another rank) at epoch {epoch}, "
+                                         f"step {step}")
             if flags[1].item():
                 raise TrainingInterrupted(f"epoch {epoch}, step {step}")
             self.optimizer.zero_grad(set_to_none=True)
@@ -481,7 +484,8 @@ class Trainer:
         if self.semantic:
             probs = self._logits(batch, step=self.model).argmax(1).to(torch.uint8).cpu().numpy()  # class maps
         else:
-            probs = (self._logits(batch, step=DecoderStep(self.model)).sigmoid() * 255).round().to(torch.uint8).cpu().numpy()
+            probs = ((self._logits(batch, step=DecoderStep(self.model)).sigmoid() * 255)
+                     .round().to(torch.uint8).cpu().numpy())
         with atomic_path(folder / f"epoch_{epoch:03d}.npz") as tmp:
             np.savez_compressed(tmp.open("wb"), probs=probs)
 
@@ -647,7 +651,8 @@ class Trainer:
                     stopped = f"early stop: no better {self.monitor} for {run.stale} epochs"
                     break
                 if config.max_seconds and time.perf_counter() - start_time > config.max_seconds:
-                    stopped = f"stopped after {time.perf_counter() - start_time:.0f} s (max_seconds {config.max_seconds})"
+                    stopped = (f"stopped after {time.perf_counter() - start_time:.0f} s "
+                               f"(max_seconds {config.max_seconds})")
                     break
         results = {"best_epoch": run.best_epoch, "monitor": self.monitor, "stopped": stopped,
                    "metrics": {k: v for k, v in run.best_metrics.items() if k not in PER_IMAGE_KEYS},

@@ -13,7 +13,6 @@ from clipseg_lab.backbones.clip_backbone import ClipBackbone, Normalization
 from clipseg_lab.backbones.tokenizer import check_prompts
 from clipseg_lab.provenance import Provenance
 
-
 TEXT_CACHE_SIZE = 4096
 
 

@@ -87,8 +87,8 @@ def _check_meta(path: Path, meta: Any) -> None:
         raise WeightsFormatError(f"{path}: metadata 'model' is {meta['model']!r:.80}, not a model name")
     if not isinstance(meta["config"], dict):
         raise WeightsFormatError(f"{path}: metadata 'config' is a {type(meta['config']).__name__}, not an object")
-    for key, types in _META_TYPES.items():
-        if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
+    for key, allowed in _META_TYPES.items():
+        if key in meta and (not isinstance(meta[key], allowed) or isinstance(meta[key], bool)):
             raise WeightsFormatError(f"{path}: metadata {key!r} is {meta[key]!r:.80}; {how}")
     if meta.get("format", FORMAT) != FORMAT:
         raise WeightsFormatError(f"{path}: checkpoint format {meta['format']!r:.80}; this clipseg-lab reads {FORMAT!r}")
@@ -151,7 +151,8 @@ def stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 def _count_limits(config: dict[str, Any], tensors: int) -> list[str]:
     """Config values that set how many modules are built (layers, levels): each module stores at least one tensor,
     so none may exceed the file's tensor count (a meta-device build of a million layers would still take minutes)."""
-    too_many = [f"{k} has {len(v)} entries" for k, v in config.items() if isinstance(v, (list, tuple)) and len(v) > tensors]
+    too_many = [f"{k} has {len(v)} entries" for k, v in config.items()
+                if isinstance(v, (list, tuple)) and len(v) > tensors]
     too_many += [f"{k} {v}" for k, v in config.items() if k == "num_layers" and isinstance(v, int) and v > tensors]
     return too_many
 
@@ -313,7 +314,8 @@ def load_checkpoint(path: Path, backbone: ClipBackbone | str | None = None,
         raise WeightsFormatError(f"{path}: weights do not fit {meta['model']}: missing keys {sorted(missing)}, "
                                  f"unexpected keys {sorted(unexpected)}")
     # a run's best/last file is named after its run folder: every run has a "best.safetensors"
-    shown = f"{path.parents[1].name}/{path.name}" if path.stem in ("best", "last") and len(path.parents) > 1 else path.name
+    shown = (f"{path.parents[1].name}/{path.name}" if path.stem in ("best", "last") and len(path.parents) > 1
+             else path.name)
     if isinstance(model, TextPromptedModel):
         if "preprocessing" in meta:
             try:

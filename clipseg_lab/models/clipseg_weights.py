@@ -20,9 +20,16 @@ from pathlib import Path
 import torch
 
 from clipseg_lab.backbones.clip_backbone import IMAGENET_NORMALIZATION, ClipBackbone, Normalization
+from clipseg_lab.backbones.loading import (
+    backbone_from_weights,
+    clip_from_clipseg,
+    default_device,
+    default_dtype,
+    load_backbone,
+    read_hf_config,
+    read_hf_state_dict,
+)
 from clipseg_lab.backbones.weights import rehearsal_note
-from clipseg_lab.backbones.loading import (backbone_from_weights, clip_from_clipseg, default_device, default_dtype, load_backbone,
-                                           read_hf_config, read_hf_state_dict)
 from clipseg_lab.errors import WeightsFormatError
 from clipseg_lab.models.base import TextPromptedModel
 from clipseg_lab.models.clipseg import decoder_state_from_hf
@@ -119,7 +126,8 @@ def _model_from_hf_decoder(decoder_state: StateDict, backbone: ClipBackbone, *, 
         missing, unexpected = model.decoder.load_state_dict(decoder_state_from_hf(decoder_state), strict=False)
     except (ValueError, RuntimeError) as exc:  # layers the backbone lacks, tensors of other shapes
         raise WeightsFormatError(f"{source}: this decoder does not fit the backbone {backbone.name} "
-                                 f"({str(exc).splitlines()[0]}). The released CLIPSeg weights need CLIP ViT-B/16.") from exc
+                                 f"({str(exc).splitlines()[0]}). "
+                                 "The released CLIPSeg weights need CLIP ViT-B/16.") from exc
     if missing or unexpected:
         raise WeightsFormatError(f"{source}: decoder weights do not fit: missing keys {sorted(missing)}, "
                                  f"unexpected keys {sorted(unexpected)}")
@@ -179,7 +187,8 @@ def load_hf_clipseg(path: Path, device=None, dtype=None, name: str | None = None
     backbone = backbone.to(device=device, dtype=default_dtype(dtype, device))
     decoder_state = {k[len("decoder."):]: v.float() for k, v in state.items() if k.startswith("decoder.")}
     normalization, size = read_preprocessor_config(path)
-    model = _model_from_hf_decoder(decoder_state, backbone, extract_layers=config.get("extract_layers", RELEASED_LAYERS),
+    model = _model_from_hf_decoder(decoder_state, backbone,
+                                   extract_layers=config.get("extract_layers", RELEASED_LAYERS),
                                    num_heads=config.get("decoder_num_attention_heads", 4), source=str(path),
                                    device=device, input_size=size)
     model.normalization = normalization

@@ -48,7 +48,8 @@ class ConvUNetDecoder(nn.Module):
                                         for c in ch)
         self.films = nn.ModuleList(FiLM(cond_dim, c) for c in ch)
         # up[i] takes level i+1 to level i
-        self.up = nn.ModuleList(nn.ConvTranspose2d(ch[i + 1], ch[i], kernel_size=2, stride=2) for i in range(len(ch) - 1))
+        self.up = nn.ModuleList(nn.ConvTranspose2d(ch[i + 1], ch[i], kernel_size=2, stride=2)
+                                for i in range(len(ch) - 1))
         self.blocks = nn.ModuleList(_conv_block(2 * ch[i], ch[i]) for i in range(len(ch) - 1))
         self.dropout = nn.Dropout2d(config.dropout)
         self.head = nn.Conv2d(ch[0], 1, kernel_size=1)

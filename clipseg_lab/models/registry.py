@@ -67,7 +67,8 @@ PRESETS: dict[str, ModelPreset] = {p.name: p for p in [
                 "upsampling, FiLM at every level", 352, 1_321_185),
     ModelPreset("transformer-decoder", "transformer", {},
                 "RefCOCO re-implementation: projected last-layer patch tokens, FiLM, 3 post-norm transformer "
-                "layers (8 heads, FF 4x), per-token logit, bilinear upsampling; 224 px as in that seed", 224, 9_982_977),
+                "layers (8 heads, FF 4x), per-token logit, bilinear upsampling; 224 px as in that seed",
+                224, 9_982_977),
     ModelPreset("clip-unet", "clip-unet", dict(num_classes=3, use_clip=True),
                 "CLIP-enhanced UNet (Oxford Pet seed): 512 px UNet, last-layer CLIP patch tokens fused at the "
                 "bottleneck by concatenation + 1x1 conv; 3 classes", 512, 8_419_491),
@@ -88,7 +89,8 @@ def _build_semantic(preset: ModelPreset, backbone, *, seed: int, device, input_s
     fields = {f.name for f in dataclasses.fields(ClipUNetConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"unknown option(s) for {preset.name}: {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+        raise ValueError(f"unknown option(s) for {preset.name}: {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(fields))}")
     config = ClipUNetConfig(**{**preset.config, "input_size": input_size or preset.input_size, **overrides})
     if config.use_clip and isinstance(backbone, str):
         backbone = load_backbone(backbone, device=device)
@@ -112,7 +114,8 @@ def describe_models(kind: str | None = None) -> list[dict[str, Any]]:
         rows.append({"model": name, "decoder": p.family,
                      "layers": getattr(config, "extract_layers",
                                        (config.clip_layer,) if getattr(config, "use_clip", False) else None),
-                     "film": getattr(config, "film", _FILM_PLACEMENT.get(p.family)), "reduce_dim": getattr(config, "reduce_dim", None),
+                     "film": getattr(config, "film", _FILM_PLACEMENT.get(p.family)),
+                     "reduce_dim": getattr(config, "reduce_dim", None),
                      "input_px": p.input_size, "params_vit_b16": p.vit_b16_parameters, "source": p.source})
     return rows
 

@@ -18,15 +18,43 @@ Example::
     result.table()[["dataset", "split", "n_A", "n_B", "welch_t", "p_value", "hedges_g", "verdict_subsample"]]
 """
 
-from clipseg_lab.stats.pairs import (NoBoundaryError, PairPopulations, choose_pair_distance, crossing_distances, luma,
-                                     neighbour_pairs, object_labels, pair_populations, random_pairs)
+from clipseg_lab.stats.pairs import (
+                                     NoBoundaryError,
+                                     PairPopulations,
+                                     choose_pair_distance,
+                                     crossing_distances,
+                                     luma,
+                                     neighbour_pairs,
+                                     object_labels,
+                                     pair_populations,
+                                     random_pairs,
+)
 from clipseg_lab.stats.predicted import predicted_samples, prediction_to_mask, run_on_predictions
-from clipseg_lab.stats.run import (HypothesisConfig, HypothesisResult, distance_profile, iter_dataset_samples,
-                                   open_splits, run_hypothesis, run_on_samples, run_sample_datasets, sample_datasets,
-                                   sample_distance_profile)
-from clipseg_lab.stats.significance import (SEED_CRITICAL, WelchResult, adjust_p, hedges_g, mann_whitney,
-                                            per_image_test, subsample, verdict, welch_dof, welch_from_summary,
-                                            welch_test)
+from clipseg_lab.stats.run import (
+                                     HypothesisConfig,
+                                     HypothesisResult,
+                                     distance_profile,
+                                     iter_dataset_samples,
+                                     open_splits,
+                                     run_hypothesis,
+                                     run_on_samples,
+                                     run_sample_datasets,
+                                     sample_datasets,
+                                     sample_distance_profile,
+)
+from clipseg_lab.stats.significance import (
+                                     SEED_CRITICAL,
+                                     WelchResult,
+                                     adjust_p,
+                                     hedges_g,
+                                     mann_whitney,
+                                     per_image_test,
+                                     subsample,
+                                     verdict,
+                                     welch_dof,
+                                     welch_from_summary,
+                                     welch_test,
+)
 
 __all__ = [
     "HypothesisConfig", "HypothesisResult", "NoBoundaryError", "PairPopulations", "SEED_CRITICAL", "WelchResult",

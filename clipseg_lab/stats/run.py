@@ -30,8 +30,15 @@ import numpy as np
 
 from clipseg_lab.data.masks import IGNORE_INDEX
 from clipseg_lab.stats.pairs import MODES, PairPopulations, choose_pair_distance, object_labels, pair_populations
-from clipseg_lab.stats.significance import (hedges_g, mann_whitney, parse_subsample, per_image_test, verdict,
-                                            welch_from_summary, welch_test)
+from clipseg_lab.stats.significance import (
+    hedges_g,
+    mann_whitney,
+    parse_subsample,
+    per_image_test,
+    verdict,
+    welch_from_summary,
+    welch_test,
+)
 
 log = logging.getLogger(__name__)
 

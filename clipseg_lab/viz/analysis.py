@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -170,8 +170,8 @@ def plot_gallery(samples: Sequence[dict], predictions: dict[str, list[torch.Tens
                 row[c].imshow(_numpy(probs.argmax(0)), **style)
             else:  # drawn like the ground truth beside it
                 row[c].imshow(_numpy(probs > threshold), cmap="gray", vmin=0, vmax=1)
-        row[-1].imshow(truth_for_display(sample["mask"], semantic), **(style if semantic else {"cmap": "gray", "vmin": 0,
-                                                                                           "vmax": 1}))
+        row[-1].imshow(truth_for_display(sample["mask"], semantic),
+                       **(style if semantic else {"cmap": "gray", "vmin": 0, "vmax": 1}))
         for ax in row:
             ax.set_xticks([]), ax.set_yticks([])
         row[1].axis("off")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from clipseg_lab.data.masks import IGNORE_INDEX
-from clipseg_lab.viz.overlay import PALETTE, _hwc
+from clipseg_lab.viz.overlay import _hwc
 
 
 def mask_to_rgb(mask: np.ndarray, binary: bool) -> np.ndarray:
@@ -81,7 +81,8 @@ def plot_curves(histories: dict[str, list[dict]], metrics: Sequence[str] = ("tra
     frame = pd.DataFrame(rows)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics) + 1.2, 3.4), squeeze=False)
     for ax, m in zip(axes[0], metrics):
-        sns.lineplot(frame[frame.metric == m], x="epoch", y="value", hue="run", marker="o", ax=ax, legend=ax is axes[0, -1])
+        sns.lineplot(frame[frame.metric == m], x="epoch", y="value", hue="run", marker="o", ax=ax,
+                     legend=ax is axes[0, -1])
         ax.set_title(m)
         ax.set_ylabel("")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers

@@ -90,7 +90,8 @@ def grad_cam(model: nn.Module, image: torch.Tensor, target: str | int, *, layer:
                 chosen = torch.ones_like(chosen)
             (grads,) = torch.autograd.grad((logits * chosen).sum(), activation, allow_unused=True)
             if grads is None:
-                raise ValueError(f"the output does not depend on the layer {type(layer).__name__}: pick one on its path")
+                raise ValueError(f"the output does not depend on the layer {type(layer).__name__}: "
+                                 "pick one on its path")
             maps, grads = _as_maps(activation.detach(), grid), _as_maps(grads, grid)
     finally:
         handle.remove()

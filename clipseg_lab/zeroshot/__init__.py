@@ -12,8 +12,17 @@
 
 from clipseg_lab.zeroshot.config import ZeroShotConfig, load_config, prepare_config, with_overrides
 from clipseg_lab.zeroshot.dense import VARIANTS, DenseClip
-from clipseg_lab.zeroshot.pipeline import (RunSummary, TilePrediction, ZeroShotSegmenter, ablation, merge_outputs,
-                                           open_tiles, parse_shard, run, shard_tiles)
+from clipseg_lab.zeroshot.pipeline import (
+                                           RunSummary,
+                                           TilePrediction,
+                                           ZeroShotSegmenter,
+                                           ablation,
+                                           merge_outputs,
+                                           open_tiles,
+                                           parse_shard,
+                                           run,
+                                           shard_tiles,
+)
 from clipseg_lab.zeroshot.sam import SamRegionGenerator, load_sam, tiny_random_sam
 from clipseg_lab.zeroshot.sliding import SlidingWindow, slide, window_boxes
 

@@ -60,7 +60,8 @@ class OutputConfig:
 class ModelConfig:
     clip_model_name: str = "ViT-B/16"  # a name load_backbone knows, a hub id, or tiny-random
     clip_checkpoint: str | None = None  # an OpenAI .pt or Hugging Face dir; used instead of the name when given
-    sam_checkpoint: str | None = None  # a SAM .pth, vit_h / vit_l / vit_b (looked up in $CLIPSEG_LAB_WEIGHTS), tiny-random
+    sam_checkpoint: str | None = None  # a SAM .pth, vit_h / vit_l / vit_b (looked up in $CLIPSEG_LAB_WEIGHTS),
+                                       # tiny-random
     sam_model_type: str | None = None  # vit_h / vit_l / vit_b; checked against the checkpoint
     img_size: int | None = None  # CLIP input size of each window (windows are resized to it); default: the window
     patch_size: int | None = None  # checked against the backbone when given
@@ -255,7 +256,8 @@ def parse_label_key(key: Any, where: str = "config") -> int | tuple[int, int, in
     try:
         parts = [int(p) for p in text.replace(" ", "").split(",")]
     except ValueError as exc:
-        raise ConfigError(f"{where}: label_to_class key {key!r} is neither a label value nor an 'r,g,b' colour") from exc
+        raise ConfigError(f"{where}: label_to_class key {key!r} is neither a label value "
+                          "nor an 'r,g,b' colour") from exc
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 

@@ -116,7 +116,8 @@ def attend(attn: torch.nn.Module, h: torch.Tensor, kind: AttentionKind = "qk", m
     else:
         attn_mask = _sdpa_mask(mask, bias, h.dtype)
         if kind == "qk":
-            out = F.scaled_dot_product_attention(_split_heads(attn.q_proj(h), heads), _split_heads(attn.k_proj(h), heads),
+            out = F.scaled_dot_product_attention(_split_heads(attn.q_proj(h), heads),
+                                                 _split_heads(attn.k_proj(h), heads),
                                                  v, attn_mask=attn_mask, scale=scale)
         elif kind in ("qq", "kk"):
             x = _split_heads((attn.q_proj if kind == "qq" else attn.k_proj)(h), heads)

@@ -139,7 +139,8 @@ def layer_plan(num_layers: int, num_initial: int | None, num_neighbour: int, num
     if total != num_layers:
         raise ConfigError(
             f"attention layers {num_initial} initial + {num_neighbour} neighbourhood + {num_sam} SAM = {total}, but "
-            f"the backbone has {num_layers} blocks. Set attention.num_initial_layers to {num_layers - num_neighbour - num_sam} "
+            f"the backbone has {num_layers} blocks. "
+            f"Set attention.num_initial_layers to {num_layers - num_neighbour - num_sam} "
             f"(or null for 'the rest'), or pass --layers N,M,L on the command line.")
     return ["full"] * num_initial + ["neighbourhood"] * num_neighbour + ["sam"] * num_sam
 

@@ -86,7 +86,8 @@ def tiny_random_sam(seed: int = TINY_RANDOM_SEED, img_size: int = 256):
             prompt_encoder=PromptEncoder(embed_dim=embed, image_embedding_size=(img_size // patch, img_size // patch),
                                          input_image_size=(img_size, img_size), mask_in_chans=4),
             mask_decoder=MaskDecoder(num_multimask_outputs=3,
-                                     transformer=TwoWayTransformer(depth=2, embedding_dim=embed, mlp_dim=64, num_heads=2),
+                                     transformer=TwoWayTransformer(depth=2, embedding_dim=embed, mlp_dim=64,
+                                                                   num_heads=2),
                                      transformer_dim=embed, iou_head_depth=2, iou_head_hidden_dim=32),
         )
         with torch.no_grad():

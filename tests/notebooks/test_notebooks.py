@@ -85,7 +85,8 @@ def samples_run(tmp_path_factory):
 @pytest.mark.parametrize("book", BOOKS, ids=[b.stem for b in BOOKS])
 def test_notebook_runs_in_smoke_profile(book, smoke_run):
     record = smoke_run["results"].get(book.name)
-    assert record is not None, f"not run: an earlier notebook failed ({smoke_run['manifest'].get('skipped_after_failure')})"
+    assert record is not None, ("not run: an earlier notebook failed "
+                                f"({smoke_run['manifest'].get('skipped_after_failure')})")
     assert record["status"] == "ok", record
     assert smoke_run["manifest"]["commit"] and smoke_run["manifest"]["packages"]
     figs = {name: rec for name, rec in smoke_run["figures"].items() if name.startswith(book.name[:3])}

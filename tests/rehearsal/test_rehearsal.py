@@ -29,9 +29,7 @@ ARCHITECTURES = ("ViT-B/16", "ViT-L/14", "clip-vit-base-patch16", "clip-vit-larg
 def rehearsal():
     from huggingface_hub import constants
 
-    from clipseg_lab.rehearsal.run import rehearse, summary_line
-
-    from clipseg_lab.rehearsal.run import Rehearsal
+    from clipseg_lab.rehearsal.run import Rehearsal, rehearse, summary_line
 
     # CLIPSEG_LAB_REHEARSAL_DIR (+ _KEEP): build in and keep a given folder; + _REUSE: check its finished run again
     world = Path(os.environ.get("CLIPSEG_LAB_REHEARSAL_DIR") or tempfile.mkdtemp(prefix="clipseg-lab-rehearsal-"))
