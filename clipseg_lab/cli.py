@@ -21,8 +21,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from clipseg_lab.backbones.names import TINY_RANDOM
     from clipseg_lab.backbones.tokenizer import check_prompts
     from clipseg_lab.batch import check_out_dir, collect_images, segment_images
-    from clipseg_lab.data.images import load_rgb
     from clipseg_lab.errors import ConfigError
+    from clipseg_lab.images import load_rgb
     from clipseg_lab.models.loading import load_default_model
     from clipseg_lab.models.registry import get_preset
 
@@ -88,9 +88,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     import clipseg_lab as cl
     from clipseg_lab.data.registry import DATASETS, open_dataset
-    from clipseg_lab.engine.evaluate import analysis_figures, evaluate_model, plot_predictions, write_evaluation
+    from clipseg_lab.engine.evaluate import evaluate_model, write_evaluation
     from clipseg_lab.errors import ConfigError
     from clipseg_lab.viz import save_figure
+    from clipseg_lab.viz.evaluation import analysis_figures, plot_predictions
 
     if args.dataset not in DATASETS:  # the unknown-name error (with its suggestion) before any weights load
         open_dataset(args.dataset, args.data, args.split)
@@ -199,7 +200,8 @@ def cmd_hypothesis(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     from clipseg_lab.stats import HypothesisConfig, run_hypothesis
-    from clipseg_lab.stats.report import format_p, write_report
+    from clipseg_lab.stats.report import format_p
+    from clipseg_lab.viz.hypothesis import write_report
 
     distance = int(args.pair_distance) if args.pair_distance.isdigit() else args.pair_distance
     try:

@@ -78,7 +78,7 @@ def _random_note(path: Path) -> str:
 
 def reference_image(path: str | os.PathLike | None):
     """The integration test's image: `path`, else a download when online, else None."""
-    from clipseg_lab.data.images import load_rgb
+    from clipseg_lab.images import load_rgb
 
     if path:
         return load_rgb(path)

@@ -40,3 +40,7 @@ class DeviceError(ClipsegLabError, ValueError):
 
 class OutputDirError(ClipsegLabError, ValueError):
     """An output folder that may not be written: another tool's files, or one that holds the inputs."""
+
+
+class DatasetError(ClipsegLabError, ValueError):
+    """A dataset folder that cannot be read: empty, missing split file, missing annotation file."""

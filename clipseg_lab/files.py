@@ -112,7 +112,7 @@ def load_data_pickle(path: str | os.PathLike) -> Any:
     `DatasetError` naming the file, instead of being executed as `pickle.load` would."""
     import pickle
 
-    from clipseg_lab.data.base import DatasetError
+    from clipseg_lab.errors import DatasetError
 
     containers = {"set", "frozenset", "complex", "bytearray"}  # builtin data types a pickle may name; nothing else
 
@@ -129,3 +129,25 @@ def load_data_pickle(path: str | os.PathLike) -> Any:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise DatasetError(f"{path}: refused, not a pickle of plain data ({exc}); the refer toolkit's refs files hold "
                            "only lists, dicts, strings and numbers. Re-download the annotations") from exc
+
+
+def compact_png(data: bytes, max_side: int | None = None) -> bytes:
+    """A PNG re-encoded light: RGB quantised to 256 colours (no dithering: flat areas stay flat), optionally
+    scaled down to `max_side`; text chunks (provenance) are kept."""
+    import io
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    image = Image.open(io.BytesIO(data))
+    info = PngInfo()
+    for key, value in (getattr(image, "text", None) or {}).items():
+        info.add_text(key, value)
+    rgb = image.convert("RGB")
+    if max_side and max(rgb.size) > max_side:
+        scale = max_side / max(rgb.size)
+        rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.LANCZOS)
+    out = io.BytesIO()
+    rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(out, "PNG", optimize=True,
+                                                                                   pnginfo=info)
+    return out.getvalue() if out.tell() < len(data) else data

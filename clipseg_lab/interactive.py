@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clipseg_lab.data.images import ImageLike, load_rgb
 from clipseg_lab.errors import ClipsegLabError
+from clipseg_lab.images import ImageLike, load_rgb
 from clipseg_lab.segmenter import Segmenter
 from clipseg_lab.viz.overlay import blend, fit_image, plot_prompts
 

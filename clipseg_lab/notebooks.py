@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from clipseg_lab.errors import ConfigError
-from clipseg_lab.files import write_json
+from clipseg_lab.files import compact_png, write_json
 from clipseg_lab.ownership import OWNER_FILE, claim
 from clipseg_lab.provenance import git_commit, package_versions
 
@@ -106,28 +106,6 @@ def notebook_parameters(notebook: Path, params: dict[str, Any], **fixed: Any) ->
 
 
 EMBEDDED_MAX_SIDE = 640  # executed copies show figures at screen size; figures/ keeps them full size
-
-
-def compact_png(data: bytes, max_side: int | None = None) -> bytes:
-    """A PNG re-encoded light: RGB quantised to 256 colours (no dithering: flat areas stay flat), optionally
-    scaled down to `max_side`; text chunks (provenance) are kept."""
-    import io
-
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
-    image = Image.open(io.BytesIO(data))
-    info = PngInfo()
-    for key, value in (getattr(image, "text", None) or {}).items():
-        info.add_text(key, value)
-    rgb = image.convert("RGB")
-    if max_side and max(rgb.size) > max_side:
-        scale = max_side / max(rgb.size)
-        rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.LANCZOS)
-    out = io.BytesIO()
-    rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(out, "PNG", optimize=True,
-                                                                                   pnginfo=info)
-    return out.getvalue() if out.tell() < len(data) else data
 
 
 def shrink_embedded_images(notebook: Path, max_side: int = EMBEDDED_MAX_SIDE) -> None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from clipseg_lab.backbones.tokenizer import check_prompts
-from clipseg_lab.data.images import ImageLike, load_rgb
+from clipseg_lab.images import ImageLike, load_rgb
 from clipseg_lab.models.base import ImageFeatures, TextPromptedModel
 
 

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from clipseg_lab.cli import main
-from clipseg_lab.engine.config import ConfigLoader, TrainConfig, load_yaml
+from clipseg_lab.configuration import ConfigLoader, load_yaml
+from clipseg_lab.engine.config import TrainConfig
 from clipseg_lab.errors import ConfigError
 from clipseg_lab.zeroshot.config import load_config, parse_assignments
 from tests.conftest import REPO

@@ -18,8 +18,8 @@ from PIL import Image
 import clipseg_lab as cl
 from clipseg_lab.cli import main
 from clipseg_lab.data.folder import FolderReferring
-from clipseg_lab.data.images import load_rgb
 from clipseg_lab.errors import ImageReadError
+from clipseg_lab.images import load_rgb
 
 TINY = ["--backbone", "tiny-random", "--device", "cpu", "--no-progress"]
 H, W = 40, 64  # as stored; orientation 6 (turn 90 degrees clockwise) shows it W tall and H wide

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from clipseg_lab import ImageReadError
-from clipseg_lab.data.images import load_rgb
+from clipseg_lab.images import load_rgb
 
 
 def test_missing_and_unreadable_files(tmp_path):

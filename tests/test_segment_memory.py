@@ -29,7 +29,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot, pandas, tqdm.auto, clipseg_lab.viz  # imported once per process: not the work
 from clipseg_lab.batch import segment_images
-from clipseg_lab.data.images import load_rgb
+from clipseg_lab.images import load_rgb
 from clipseg_lab.models.loading import load_default_model
 
 model = load_default_model(backbone="tiny-random", device="cpu")

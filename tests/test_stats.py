@@ -36,8 +36,8 @@ from clipseg_lab.stats import (
     welch_from_summary,
     welch_test,
 )
-from clipseg_lab.stats.report import write_report
 from clipseg_lab.stats.run import Moments, Subsample
+from clipseg_lab.viz.hypothesis import write_report
 
 # 2 x 3 grey image (R = G = B) and labels 1, 2 with one ignored pixel (255)
 GRAY = np.array([[0, 10, 40],

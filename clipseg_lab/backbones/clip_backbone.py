@@ -16,7 +16,7 @@ from torch import nn
 from transformers import CLIPModel
 
 from clipseg_lab.backbones.tokenizer import CONTEXT_LENGTH, check_prompts, tokenize
-from clipseg_lab.data.images import ImageLike, load_rgb
+from clipseg_lab.images import ImageLike, load_rgb
 
 # OpenAI CLIP's normalisation (every released ViT CLIP uses it).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

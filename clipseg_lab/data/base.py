@@ -9,7 +9,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from clipseg_lab.errors import ClipsegLabError
+from clipseg_lab.errors import DatasetError as DatasetError  # re-exported: the loaders raise it from here
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,6 @@ def collate_samples(samples: list[Sample]) -> dict[str, Any]:
 
     return {"image": torch.stack([s["image"] for s in samples]), "mask": torch.stack([s["mask"] for s in samples]),
             "prompt": [s["prompt"] for s in samples], "name": [str(s["name"]) for s in samples]}
-
-
-class DatasetError(ClipsegLabError, ValueError):
-    """A dataset folder that cannot be read: empty, missing split file, missing annotation file."""
 
 
 class RecordDataset(Dataset):

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from clipseg_lab.data.base import DatasetError, RecordDataset, Sample
-from clipseg_lab.data.images import load_rgb
 from clipseg_lab.data.masks import IGNORE_INDEX, MaskError, check_size, read_label
+from clipseg_lab.images import load_rgb
 
 log = logging.getLogger(__name__)
 

@@ -51,8 +51,8 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from clipseg_lab.data.base import DatasetError, RecordDataset, Sample
-from clipseg_lab.data.images import load_rgb
 from clipseg_lab.data.masks import IGNORE_INDEX, MaskError, check_size, read_label, to_binary_mask
+from clipseg_lab.images import load_rgb
 
 log = logging.getLogger(__name__)
 

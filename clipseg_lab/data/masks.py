@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from clipseg_lab.data.images import open_image
 from clipseg_lab.errors import ClipsegLabError
+from clipseg_lab.images import open_image
 
 log = logging.getLogger(__name__)
 

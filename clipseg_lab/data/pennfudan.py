@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from clipseg_lab.data.base import DatasetError, RecordDataset, Sample
-from clipseg_lab.data.images import load_rgb
 from clipseg_lab.data.masks import MaskError, check_size, read_label
 from clipseg_lab.data.oxford_pet import seeded_split
+from clipseg_lab.images import load_rgb
 
 SPLITS = ("all", "train", "val", "test", "trainval")
 TARGETS = ("instances", "binary")

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from clipseg_lab.data.base import DatasetError, RecordDataset, Sample
-from clipseg_lab.data.images import load_rgb
 from clipseg_lab.data.masks import coco_segmentation_to_mask
 from clipseg_lab.files import load_data_pickle
+from clipseg_lab.images import load_rgb
 
 SPLITS = ("train", "val", "test", "testA", "testB")
 

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from clipseg_lab.data.base import DatasetError, RecordDataset, Sample
-from clipseg_lab.data.images import open_image
 from clipseg_lab.data.masks import IGNORE_INDEX, MaskError, check_size, decode_colours, read_label, remap_labels
+from clipseg_lab.images import open_image
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import signal
 import threading
 import time
@@ -49,6 +48,7 @@ from clipseg_lab.models.checkpoint import read_checkpoint_meta, save_model
 from clipseg_lab.models.clip_unet import ClipUNet
 from clipseg_lab.models.registry import FAMILIES, SEMANTIC_FAMILIES, build_model, get_preset
 from clipseg_lab.ownership import claim
+from clipseg_lab.seeding import rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +77,6 @@ def run_inputs(config: TrainConfig) -> dict[str, Any]:
     inputs["data"].pop("num_workers", None)
     inputs["version"] = clipseg_lab.__version__
     return inputs
-
-
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"python": random.getstate(), "numpy": [name, keys.tolist(), pos, has_gauss, gauss],
-            "torch": torch.get_rng_state(), "loader": generator.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["loader"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 @dataclass
@@ -159,12 +141,6 @@ def init_distributed() -> tuple[bool, int, int]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return True, dist.get_rank(), dist.get_world_size()
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _schedule(config: TrainConfig):
@@ -506,7 +482,7 @@ class Trainer:
         state = {"format": STATE_FORMAT, "model": self.model.name, "architecture": _architecture(self.model.config),
                  **dataclasses.asdict(run), "decoder": self.model.trainable_state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "scaler": self.scaler.state_dict(), "rng": _rng_state(self.generator)}
+                 "scaler": self.scaler.state_dict(), "rng": rng_state(self.generator)}
         with atomic_path(self.out / "checkpoints" / "trainer_state.pt") as tmp:
             torch.save(_storable(state), tmp)
 
@@ -542,7 +518,7 @@ class Trainer:
             self._repair(run)
         if self.distributed:
             dist.barrier()
-        _set_rng_state(state["rng"], self.generator)  # last: repairing draws no random number, but say so anyway
+        set_rng_state(state["rng"], self.generator)  # last: repairing draws no random number, but say so anyway
         log.info("resumed %s after epoch %d (best epoch %d)", self.out, run.epoch, run.best_epoch)
         return run
 

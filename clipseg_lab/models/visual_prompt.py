@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from clipseg_lab.data.images import ImageLike, load_rgb
+from clipseg_lab.images import ImageLike, load_rgb
 
 RECIPES = ("clipseg-lab", "clipseg-original")
 MODES = ("highlight", "blur", "crop", "blur_highlight", "crop_highlight", "crop_blur", "crop_blur_highlight")

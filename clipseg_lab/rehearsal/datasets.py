@@ -578,7 +578,7 @@ def irrg_stand_in(rgb: np.ndarray) -> np.ndarray:
 
 
 def _tiles(name: str, seed: int, count: int, samples: Path | None) -> _Build:
-    from clipseg_lab.data.images import open_image
+    from clipseg_lab.images import open_image
 
     source = samples / "remote_sensing" / "potsdam" if samples else None
     pairs = []

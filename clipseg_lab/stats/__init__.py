@@ -8,8 +8,9 @@ opposed to intensities of pixel pairs that cross object boundaries or belong to 
 * `significance`: Welch's t (dof, one- and two-sided p, CI, Hedges' g), Mann-Whitney U, the per-image
   paired test, subsampling, and the seed's verdict (|t| against 3.291, the 99.9 % value at infinite dof).
 * `run`: the test over a registered dataset (one row per split), or over in-memory samples;
-  `predicted`: over a model's predicted masks; `report`: JSON / CSV / figure, the headline table with p-values
-  adjusted across datasets (Holm, Bonferroni, Benjamini-Hochberg); `plots`: the figures.
+  `predicted`: over a model's predicted masks; `report`: JSON / CSV, the headline table with p-values
+  adjusted across datasets (Holm, Bonferroni, Benjamini-Hochberg); the figures
+  and `write_report` (tables + figure) are in `clipseg_lab.viz.hypothesis`.
 
 Example::
 

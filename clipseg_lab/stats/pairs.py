@@ -78,7 +78,7 @@ def luma(image: Any) -> np.ndarray:
     """ITU-R 601-2 luma as float64 `(H, W)` from an RGB image, or a grayscale `(H, W)` image as float64.
 
     A tensor is `(3, H, W)` (the loaders' layout); an array is `(H, W, 3)`, or `(3, H, W)` when its last axis is
-    not 3 (the rule `clipseg_lab.data.images.array_to_rgb` uses)."""
+    not 3 (the rule `clipseg_lab.images.array_to_rgb` uses)."""
     tensor = hasattr(image, "detach")
     array = image.detach().cpu().numpy() if tensor else np.asarray(image)
     if array.ndim == 2:

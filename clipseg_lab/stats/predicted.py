@@ -45,7 +45,7 @@ def _predict_mask(predictor: Any, image: Any, prompts: Sequence[str] | None, thr
     if hasattr(predictor, "set_image"):
         predictor.set_image(image)
         return prediction_to_mask(predictor.predict(list(prompts)), threshold), predictor.image
-    from clipseg_lab.data.images import load_rgb
+    from clipseg_lab.images import load_rgb
     from clipseg_lab.segmenter import predict_sample
 
     image = load_rgb(image)

@@ -1,4 +1,5 @@
-"""Writing a hypothesis result: JSON (everything), CSV tables, and the distributions figure."""
+"""A hypothesis result as JSON (everything) and CSV tables, its headline table and its summary text (the
+figures and `write_report`, tables plus figure, are in `viz.hypothesis`)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,9 @@ CSV_COLUMNS = ["dataset", "split", "images", "skipped", "pair_distance", "n_A", 
                "verdict_subsample", "verdict_per_image"]
 
 
-def write_report(result: HypothesisResult, out_dir: str | os.PathLike, *, profile: str | None = None,
-                 data: str | None = None, figure: bool = True) -> dict[str, Path]:
-    """`hypothesis.json`, `hypothesis.csv` (one row per dataset and split), `hypothesis_images.csv`,
-    `hypothesis_skipped.csv` and `hypothesis_distributions.png` (+ the figures manifest) in `out_dir`."""
+def write_tables(result: HypothesisResult, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """`hypothesis.json`, `hypothesis.csv` (one row per dataset and split), `hypothesis_images.csv` and
+    `hypothesis_skipped.csv` in `out_dir` (`viz.hypothesis.write_report` adds the figure)."""
     import pandas as pd
 
     out = Path(out_dir)
@@ -37,17 +37,6 @@ def write_report(result: HypothesisResult, out_dir: str | os.PathLike, *, profil
     files["images_csv"] = write_csv(pd.DataFrame(result.images), out / "hypothesis_images.csv")
     files["skipped_csv"] = write_csv(pd.DataFrame(result.skipped, columns=["dataset", "split", "name", "reason"]),
                                       out / "hypothesis_skipped.csv")
-    if figure and result.rows:
-        import matplotlib.pyplot as plt
-
-        from clipseg_lab.stats.plots import plot_distributions
-        from clipseg_lab.viz.figures import save_figure
-
-        fig = plot_distributions(result)
-        files["figure"] = save_figure(fig, out / "hypothesis_distributions.png", provenance=None, profile=profile,
-                                      data=data or ", ".join(dict.fromkeys(r["dataset"] for r in result.rows)),
-                                      notes={"kind": "hypothesis test, no model"})
-        plt.close(fig)
     return files
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from clipseg_lab.files import atomic_path, write_json
+from clipseg_lab.files import atomic_path, compact_png, write_json
 from clipseg_lab.provenance import Provenance, git_commit
 
 MANIFEST = "manifest.json"
@@ -57,8 +57,6 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, *, provenance: Provena
                     metadata={"Title": path.stem, "Description": text, "Software": "clipseg-lab",
                               "Comment": json.dumps(record, default=str)})
         if profile == "smoke":  # committed with the repository: 256 colours, full size, about a third of the bytes
-            from clipseg_lab.notebooks import compact_png
-
             tmp.write_bytes(compact_png(tmp.read_bytes()))
     _update_manifest(path.parent / MANIFEST, record)
     return path

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from clipseg_lab.engine.config import ConfigLoader, Rule, check_values, load_yaml, one_of, relative_path
+from clipseg_lab.configuration import ConfigLoader, Rule, check_values, load_yaml, one_of, relative_path
 from clipseg_lab.errors import ConfigError
 
 IGNORE_WORDS = ("ignore", "void", "none")

@@ -46,11 +46,11 @@ import torch.nn.functional as F
 
 from clipseg_lab.data.base import DatasetError
 from clipseg_lab.data.masks import IGNORE_INDEX, MaskError
-from clipseg_lab.engine.trainer import seed_everything
 from clipseg_lab.errors import ClipsegLabError, ConfigError
 from clipseg_lab.files import file_sha256, json_safe, save_png, write_csv, write_json
 from clipseg_lab.ownership import claim
 from clipseg_lab.provenance import Provenance, git_commit
+from clipseg_lab.seeding import seed_everything
 from clipseg_lab.zeroshot.config import ZeroShotConfig, load_config
 from clipseg_lab.zeroshot.dense import DenseClip
 from clipseg_lab.zeroshot.masks import build_layer_masks, layer_plan, token_regions

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from clipseg_lab.stats.report import write_tables
 from clipseg_lab.stats.run import HypothesisResult
+from clipseg_lab.viz.figures import save_figure
 
 POPULATION_NAMES = {"A": "A: inside an object", "B": "B: across a boundary"}
 PALETTE = {POPULATION_NAMES["A"]: "tab:blue", POPULATION_NAMES["B"]: "tab:orange"}
@@ -101,3 +105,18 @@ def plot_distance_profile(rows: list[dict[str, Any]], min_pairs: int = 100) -> p
     grid.figure.suptitle("Does the answer depend on the pair distance?", fontsize=11)
     grid.figure.tight_layout(rect=(0, 0.04, 1, 1))
     return grid.figure
+
+
+def write_report(result: HypothesisResult, out_dir: str | os.PathLike, *, profile: str | None = None,
+                 data: str | None = None, figure: bool = True) -> dict[str, Path]:
+    """`stats.report.write_tables`' JSON and CSVs, and `hypothesis_distributions.png` (+ the figures manifest),
+    in `out_dir`."""
+    files = write_tables(result, out_dir)
+    if figure and result.rows:
+        fig = plot_distributions(result)
+        files["figure"] = save_figure(fig, Path(out_dir) / "hypothesis_distributions.png", provenance=None,
+                                      profile=profile,
+                                      data=data or ", ".join(dict.fromkeys(r["dataset"] for r in result.rows)),
+                                      notes={"kind": "hypothesis test, no model"})
+        plt.close(fig)
+    return files
