@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
-IGNORE_INDEX = 255
+from clipseg_lab.labels import IGNORE_INDEX
 
 
 def _valid(target: torch.Tensor, ignore_index: int) -> torch.Tensor:

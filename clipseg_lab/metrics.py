@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-IGNORE_INDEX = 255
+from clipseg_lab.labels import IGNORE_INDEX
 
 
 def _all_reduce(t: torch.Tensor) -> torch.Tensor:

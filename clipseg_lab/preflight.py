@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from clipseg_lab.backbones.names import TINY_RANDOM
 from clipseg_lab.errors import ClipsegLabError
-
-TINY = "tiny-random"
 
 
 class PreflightError(ClipsegLabError):
@@ -73,7 +72,7 @@ DATASETS: dict[str, Callable[..., list[str]]] = {"phrasecut": phrasecut, "oxford
 
 
 def weights(kind: str, name: str | None, resolve: Callable[[str], Any]) -> list[str]:
-    if not name or name == TINY:
+    if not name or name == TINY_RANDOM:
         return []
     try:
         resolve(name)

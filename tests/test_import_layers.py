@@ -1,6 +1,6 @@
 """Arrows point one way: every import in the package (module level or inside a function) goes to a lower layer
-or stays inside its own subpackage. The layers are the flow DESIGN.md draws: backbone, then data and models, then
-the segmenter, then engine / zeroshot / stats, then viz, then the applications (notebooks, CLI)."""
+or stays inside its own subpackage. The layers are the flow the README's Layout lists: backbone, then data and
+models, then the segmenter, then engine / zeroshot / stats, then viz, then the applications (notebooks, CLI)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ PACKAGE = Path(clipseg_lab.__file__).parent
 # lowest first; a module may import from a lower layer or from its own top-level subpackage, not from a sibling
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"files", "devices", "provenance", "images", "seeding", "configuration"},  # small tools every layer uses
+    {"files", "devices", "provenance", "images", "labels", "seeding", "configuration"},  # tools every layer uses
     {"ownership"},
     {"backbones"},
     {"data", "models", "losses", "metrics"},

@@ -17,13 +17,12 @@ from transformers import CLIPConfig, CLIPModel
 
 from clipseg_lab.backbones.clip_backbone import CLIP_MEAN, CLIP_STD, ClipBackbone
 from clipseg_lab.backbones.convert import openai_config, openai_to_hf
-from clipseg_lab.backbones.names import TINY_RANDOM, looks_like_path, lookup, unknown_backbone_message
+from clipseg_lab.backbones.names import TINY_RANDOM, TINY_RANDOM_SEED, looks_like_path, lookup, unknown_backbone_message
 from clipseg_lab.backbones.weights import rehearsal_note, resolve_weights
 from clipseg_lab.errors import UnknownNameError, WeightsFormatError
 
 log = logging.getLogger(__name__)
 
-TINY_RANDOM_SEED = 0
 
 
 def tiny_random_config() -> CLIPConfig:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TINY_RANDOM = "tiny-random"
+TINY_RANDOM = "tiny-random"  # the random stand-in models built in code, for tests and smoke runs (CLIP and SAM)
+TINY_RANDOM_SEED = 0  # their weights' seed, so every tiny-random model is the same one
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Find CLIP weights on disk (or download them when online), in DESIGN.md's order.
+"""Find CLIP weights on disk (or download them when online), in this order (the README's "Real weights: which,
+and where" says the same):
 
 1. an explicit path (a Hugging Face model directory or an OpenAI `.pt` file);
 2. `$CLIPSEG_LAB_WEIGHTS`: `<root>/<hub id>`, `<root>/<repo name>` or `<root>/<OpenAI file>`;

@@ -12,10 +12,10 @@ from PIL import Image, ImageDraw
 
 from clipseg_lab.errors import ClipsegLabError
 from clipseg_lab.images import open_image
+from clipseg_lab.labels import IGNORE_INDEX as IGNORE_INDEX  # re-exported: the loaders read it from here
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = 255
 
 
 class MaskError(ClipsegLabError, ValueError):

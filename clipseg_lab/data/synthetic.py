@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from clipseg_lab.labels import IGNORE_INDEX
+
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
 KINDS = ("circle", "square", "triangle")
 CLASS_NAMES = ("background",) + KINDS
-IGNORE = 255
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class SyntheticShapes(Dataset):
             for j, shape in enumerate(shapes):
                 mask[labels == j] = KINDS.index(shape.kind) + 1
             if self.ignore_band:
-                mask[_edges(labels, self.ignore_band)] = IGNORE
+                mask[_edges(labels, self.ignore_band)] = IGNORE_INDEX
             prompt = ", ".join(sorted({s.kind for s in shapes}))
         elif k >= 0:
             mask = (labels == k).astype(np.uint8)

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from clipseg_lab.backbones.names import TINY_RANDOM
 from clipseg_lab.configuration import Rule, check_values, load_yaml, one_of, show
 from clipseg_lab.errors import ConfigError
 
@@ -24,7 +25,7 @@ from clipseg_lab.errors import ConfigError
 @dataclass
 class ModelConfig:
     name: str = "clipseg-rd64"
-    backbone: str = "tiny-random"
+    backbone: str = TINY_RANDOM
     input_size: int | None = None  # default: the preset's
     options: dict[str, Any] = field(default_factory=dict)  # decoder config overrides, e.g. {dropout: 0.0}
     # fine-tune instead of starting from a random decoder: anything `load_model` reads (our .safetensors, e.g. a

@@ -42,6 +42,7 @@ from clipseg_lab.data.transforms import JointTransform, WithNegatives
 from clipseg_lab.engine.config import ConfigError, ModelConfig, TrainConfig
 from clipseg_lab.errors import ClipsegLabError, WeightsFormatError
 from clipseg_lab.files import atomic_path, leftover_temp_files, write_json
+from clipseg_lab.labels import IGNORE_INDEX
 from clipseg_lab.losses import LOSSES, build_loss
 from clipseg_lab.metrics import BinaryMetrics, SegmentationMetrics
 from clipseg_lab.models.checkpoint import read_checkpoint_meta, save_model
@@ -374,7 +375,7 @@ class Trainer:
     def _check_binary(self, mask: torch.Tensor) -> None:
         if self.semantic:
             return
-        if mask.numel() and int(mask.masked_fill(mask == 255, 0).max()) > 1:
+        if mask.numel() and int(mask.masked_fill(mask == IGNORE_INDEX, 0).max()) > 1:
             raise ConfigError(f"{self.config.data.dataset}: masks hold class indices (values above 1); prompt models "
                               "train on binary masks (a dataset option such as target='binary', or a semantic model)")
 

@@ -15,10 +15,9 @@ import seaborn as sns
 import torch
 from matplotlib.colors import ListedColormap
 
+from clipseg_lab.labels import IGNORE_INDEX
 from clipseg_lab.segmenter import predict_sample
 from clipseg_lab.viz.overlay import _hwc, class_style
-
-IGNORE = 255
 
 # error-map codes, their names and colours (Okabe-Ito, colour-blind safe)
 ERROR_CODES = {0: "correct background", 1: "true positive", 2: "false positive", 3: "false negative",
@@ -32,7 +31,7 @@ def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def error_map(prediction: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray,
-              background: int | None = 0, ignore: int = IGNORE) -> np.ndarray:
+              background: int | None = 0, ignore: int = IGNORE_INDEX) -> np.ndarray:
     """Per-pixel error codes (`ERROR_CODES`) of a predicted label map against the truth.
 
     Binary masks are label maps with background 0 and foreground 1. With `background=None` (classes such as
@@ -142,8 +141,8 @@ def truth_for_display(mask: torch.Tensor | np.ndarray, semantic: bool) -> np.nda
     """A ground-truth mask ready for imshow: ignored pixels (255) blank for class maps, grey (0.5) for binary."""
     truth = _numpy(mask).astype(np.float32)
     if semantic:
-        return np.ma.masked_equal(truth, IGNORE)  # the ignore band is left blank
-    truth[truth == IGNORE] = 0.5
+        return np.ma.masked_equal(truth, IGNORE_INDEX)  # the ignore band is left blank
+    truth[truth == IGNORE_INDEX] = 0.5
     return truth
 
 
@@ -213,7 +212,7 @@ def plot_epoch_strips(run_dir: str | Path, max_epochs: int = 8, samples: int | N
     n = min(samples or len(snap["image"]), len(snap["image"]))
     semantic = snap.get("kind") == "semantic"
     if semantic:  # as many colours as the classes seen (the ignore value aside)
-        seen = [int(a[a != IGNORE].max(initial=0)) for a in (snap["mask"], *snap["predictions"])]
+        seen = [int(a[a != IGNORE_INDEX].max(initial=0)) for a in (snap["mask"], *snap["predictions"])]
         style = class_style(max(seen) + 1)
     cols = 2 + len(picks)
     fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 2.0 * n + 0.3), squeeze=False)

@@ -35,14 +35,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from clipseg_lab.backbones.names import TINY_RANDOM, TINY_RANDOM_SEED
 from clipseg_lab.backbones.weights import ENV_WEIGHTS, rehearsal_note
 from clipseg_lab.errors import ConfigError, WeightsFormatError, WeightsNotFoundError
 from clipseg_lab.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-TINY_RANDOM = "tiny-random"
-TINY_RANDOM_SEED = 0
 SAM_FILES = {"vit_h": "sam_vit_h_4b8939.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_b": "sam_vit_b_01ec64.pth"}
 SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 SAM_WIDTHS = {"vit_h": 1280, "vit_l": 1024, "vit_b": 768}

@@ -25,7 +25,7 @@ BOOKS = numbered_notebooks(ROOT)
 SAMPLE_BOOKS = ["01", "05", "08", "09"]  # the notebooks whose data changes when the real samples are present
 
 
-# DESIGN.md's budget for the whole smoke run on 2 CPU cores
+# the budget for the whole smoke run on 2 CPU cores (make test has 15 minutes in all)
 SMOKE_BUDGET_S = 7 * 60
 
 
