@@ -141,3 +141,22 @@ def test_semantic_training_of_clip_unet_and_unet(tmp_path):
         Trainer(TrainConfig.from_dict({"out_dir": str(tmp_path / "x"), "loss": "bce",
                                        "model": {"name": "clip-unet", "input_size": 64},
                                        "data": {"options": {"num_scenes": 2, "size": 64, "mode": "semantic"}}}))
+
+
+def test_evaluation_leaves_the_callers_dataset_as_it_was(tiny_backbone):
+    """evaluate_model and referring_table read the dataset at the model's size through a copy: a training
+    augmentation the caller set stays on the caller's dataset."""
+    import clipseg_lab as cl
+    from clipseg_lab.data.synthetic import SyntheticShapes
+    from clipseg_lab.data.transforms import JointTransform
+    from clipseg_lab.engine.evaluate import evaluate_model
+    from clipseg_lab.viz.evaluation import referring_table
+
+    model = cl.build_model("clipseg-rd16", backbone=tiny_backbone, input_size=64)
+    augment = JointTransform(48, flip=0.5)
+    data = SyntheticShapes(num_scenes=3, size=80, transform=augment)
+    result = evaluate_model(model, data, batch_size=2)
+    assert data.transform is augment and result["samples"] == len(data)
+    fig, table = referring_table(model, data, count=2)
+    assert data.transform is augment and len(table) == 2
+    assert tuple(data[0]["mask"].shape) == (48, 48)  # still the caller's transform

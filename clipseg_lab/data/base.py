@@ -27,6 +27,16 @@ def collate_samples(samples: list[Sample]) -> dict[str, Any]:
             "prompt": [s["prompt"] for s in samples], "name": [str(s["name"]) for s in samples]}
 
 
+def with_transform(dataset, transform: Callable[[Sample], Sample] | None):
+    """A shallow copy of `dataset` that applies `transform` (its records shared, not re-read); the dataset the
+    caller holds keeps its own transform, e.g. a training augmentation."""
+    import copy
+
+    view = copy.copy(dataset)
+    view.transform = transform
+    return view
+
+
 class RecordDataset(Dataset):
     """A dataset over `self.records` (built by the subclass's constructor) with an optional `transform`.
 

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from clipseg_lab.data.base import collate_samples
+from clipseg_lab.data.base import collate_samples, with_transform
 from clipseg_lab.data.transforms import JointTransform
 from clipseg_lab.files import atomic_path, write_json
 from clipseg_lab.metrics import BinaryMetrics, SegmentationMetrics
@@ -30,9 +30,10 @@ def is_semantic(model) -> bool:
 @torch.no_grad()
 def evaluate_model(model: TextPromptedModel | ClipUNet, dataset, *, batch_size: int = 8, threshold: float = 0.5,
                    limit: int | None = None) -> dict[str, Any]:
-    """Metrics over `dataset` (or its first `limit` samples; its transform is set to the model's input size),
-    plus per-image rows (and per-class rows for multi-class models)."""
-    dataset.transform = JointTransform(model.input_size)
+    """Metrics over `dataset` (or its first `limit` samples), read at the model's input size (a copy of the dataset
+    with that transform: the caller's is left as it is), plus per-image rows (and per-class rows for multi-class
+    models)."""
+    dataset = with_transform(dataset, JointTransform(model.input_size))
     class_names = getattr(dataset, "class_names", None)
     if limit is not None:
         dataset = Subset(dataset, range(min(limit, len(dataset))))

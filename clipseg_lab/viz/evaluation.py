@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from clipseg_lab.data.base import with_transform
 from clipseg_lab.data.transforms import JointTransform
 from clipseg_lab.engine.evaluate import is_semantic
 from clipseg_lab.metrics import BinaryMetrics
@@ -66,7 +67,7 @@ def referring_table(model: TextPromptedModel, dataset, count: int, threshold: fl
     truth; also returns their per-sample Dice and IoU (a DataFrame)."""
     import pandas as pd
 
-    dataset.transform = JointTransform(model.input_size)
+    dataset = with_transform(dataset, JointTransform(model.input_size))  # the caller's dataset keeps its own
     count = min(count, len(dataset))
     fig, axes = plt.subplots(count, 4, figsize=(10, 2.4 * count), squeeze=False,
                              gridspec_kw={"width_ratios": [1.3, 1, 1, 1]})
