@@ -160,3 +160,24 @@ def test_evaluation_leaves_the_callers_dataset_as_it_was(tiny_backbone):
     fig, table = referring_table(model, data, count=2)
     assert data.transform is augment and len(table) == 2
     assert tuple(data[0]["mask"].shape) == (48, 48)  # still the caller's transform
+
+
+def test_a_trainer_from_parts_needs_no_dataset_on_disk(tmp_path, tiny_backbone):
+    """Model and datasets given: the config names no dataset that is read, and the run trains on what it was given
+    (a folder dataset whose root does not exist would fail if it were opened)."""
+    import clipseg_lab as cl
+    from clipseg_lab.data.synthetic import SyntheticShapes
+    from clipseg_lab.data.transforms import JointTransform
+
+    model = cl.build_model("clipseg-rd16", backbone=tiny_backbone, input_size=64)
+    train_data = SyntheticShapes(num_scenes=4, size=64, transform=JointTransform(64))
+    val_data = SyntheticShapes(num_scenes=2, size=64, seed=1, transform=JointTransform(64))
+    config = TrainConfig.from_dict({"out_dir": str(tmp_path / "run"), "epochs": 1, "batch_size": 4,
+                                    "snapshot_samples": 0, "model": {"name": "clipseg-rd16"},
+                                    "data": {"dataset": "folder", "root": str(tmp_path / "nowhere")}})
+    trainer = Trainer(config, model=model, train_data=train_data, val_data=val_data)
+    assert trainer.model is model and trainer.val_data is val_data
+    result = trainer.fit()
+    assert len(result.history) == 1 and (tmp_path / "run" / "training_log.csv").is_file()
+    with pytest.raises(ValueError, match="both train_data and val_data"):
+        Trainer(config, model=model, train_data=train_data)

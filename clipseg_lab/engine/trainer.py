@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from clipseg_lab.backbones.loading import default_device, load_backbone
@@ -258,83 +258,125 @@ def model_to_fine_tune(config: TrainConfig, options: dict[str, Any], device: tor
     return model.eval()
 
 
+def build_training_model(config: TrainConfig, device: torch.device) -> nn.Module:
+    """The model `config` trains: the preset on its backbone, or the decoder to fine-tune (`model.init_from`).
+    A multi-class head follows the validation split's classes unless `model.options.num_classes` says otherwise."""
+    options, d = dict(config.model.options), config.data
+    if get_preset(config.model.name).family in SEMANTIC_FAMILIES and "num_classes" not in options:
+        classes = getattr(open_dataset(d.dataset, d.root, d.val_split, **{**d.options, **d.val_options}),
+                          "class_names", None)
+        if classes is None:
+            raise ConfigError(f"{d.dataset} has no class names: set model.options.num_classes")
+        options["num_classes"] = len(classes)
+    if config.model.init_from:  # fine-tuning: the decoder starts from these weights (eval mode, as built)
+        return model_to_fine_tune(config, options, device)
+    use_clip = options.get("use_clip", get_preset(config.model.name).config.get("use_clip", True))
+    backbone = load_backbone(config.model.backbone, device=device) if use_clip else None
+    return build_model(config.model.name, backbone=backbone, seed=config.seed, device=device,
+                       input_size=config.model.input_size, **options)
+
+
+def open_training_data(config: TrainConfig, size: int) -> tuple[Dataset, Dataset]:
+    """The training and validation splits `config.data` names, read at the model's input `size`."""
+    d = config.data
+    train = open_dataset(d.dataset, d.root, d.train_split, transform=JointTransform(size),
+                         **{**d.options, **d.train_options})
+    val = open_dataset(d.dataset, d.root, d.val_split, transform=JointTransform(size),
+                       **{**d.options, **d.val_options})
+    return train, val
+
+
 class Trainer:
-    def __init__(self, config: TrainConfig):
+    """Trains `model` on `train_data`, validating on `val_data`, as `config` says (optimiser, schedule, loss,
+    epochs, out_dir). Without the parts, `config` builds them (`build_training_model`, `open_training_data`);
+    given, a Trainer needs no files: `Trainer(config, model=m, train_data=a, val_data=b)`."""
+
+    def __init__(self, config: TrainConfig, *, model: nn.Module | None = None, train_data: Dataset | None = None,
+                 val_data: Dataset | None = None):
+        if (train_data is None) != (val_data is None):
+            raise ValueError("give both train_data and val_data, or neither (then config.data names them)")
         self.config = config.validate()  # again: callers (the CLI's --out, --device, notebooks) change fields
         self.out = Path(config.out_dir)
+        self._place()
+        seed_everything(config.seed)
+        self.model = model if model is not None else build_training_model(config, self.device)
+        self.semantic = isinstance(self.model, ClipUNet)  # multi-class, no prompts
+        self.loss_fn, self.monitor = self._loss()
+        if train_data is None:
+            train_data, val_data = open_training_data(config, self.model.input_size)
+        self._loaders(train_data, val_data)
+        step = self.model if self.semantic else DecoderStep(self.model)
+        self.step = DistributedDataParallel(step) if self.distributed else step
+        self.ownership = self._claim_out_dir()  # before the first file goes into out_dir
+        self.cache = self._activation_cache()
+        self._optimiser()
+        self._stop_requested = False  # set by Ctrl-C; the current step finishes first
+        self._committed: RunState | None = None  # the last epoch whose state is on disk
+
+    # -- the parts ------------------------------------------------------------------------------------------
+    def _place(self) -> None:
+        """The device and, under torchrun, this process's rank."""
         self.distributed, self.rank, self.world = init_distributed()
-        self.device = default_device(config.device)
+        self.device = default_device(self.config.device)
         if self.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(self.device)
-        seed_everything(config.seed)
-        options = dict(config.model.options)
-        d = config.data
-        if get_preset(config.model.name).family in SEMANTIC_FAMILIES and "num_classes" not in options:
-            classes = getattr(open_dataset(d.dataset, d.root, d.val_split, **{**d.options, **d.val_options}),
-                              "class_names", None)
-            if classes is None:
-                raise ConfigError(f"{d.dataset} has no class names: set model.options.num_classes")
-            options["num_classes"] = len(classes)  # the head follows the dataset's classes
-        if config.model.init_from:  # fine-tuning: the decoder starts from these weights (eval mode, as built)
-            self.model = model_to_fine_tune(config, options, self.device)
-        else:
-            use_clip = options.get("use_clip", config.model.name != "unet")
-            backbone = load_backbone(config.model.backbone, device=self.device) if use_clip else None
-            self.model = build_model(config.model.name, backbone=backbone, seed=config.seed, device=self.device,
-                                     input_size=config.model.input_size, **options)
-        self.semantic = isinstance(self.model, ClipUNet)  # multi-class, no prompts
+
+    def _loss(self) -> tuple[nn.Module, str]:
+        """The loss (it must fit the model's targets) and the metric that picks the best epoch."""
+        config = self.config
         kind = "multiclass" if self.semantic else "binary"
         if config.loss not in LOSSES or LOSSES[config.loss][0] != kind:
             fitting = [k for k, (k_kind, _) in LOSSES.items() if k_kind == kind]
             raise ConfigError(f"loss {config.loss!r} does not fit {config.model.name} ({kind} targets); use one of "
                               f"{fitting}")
-        self.monitor = config.monitor or ("miou" if self.semantic else "iou_fg")
-        self.loss_fn = build_loss(config.loss, **config.loss_options)
-        size = self.model.input_size
-        train_data = open_dataset(d.dataset, d.root, d.train_split, transform=JointTransform(size),
-                                  **{**d.options, **d.train_options})
-        self.val_data = open_dataset(d.dataset, d.root, d.val_split, transform=JointTransform(size),
-                                     **{**d.options, **d.val_options})
-        self.class_names = getattr(self.val_data, "class_names", None)
+        return build_loss(config.loss, **config.loss_options), config.monitor or ("miou" if self.semantic else "iou_fg")
+
+    def _loaders(self, train_data: Dataset, val_data: Dataset) -> None:
+        """Seeded subsets and negatives, then the loaders. Under torchrun each rank reads its own shard; the
+        validation shards are padded to equal length by DistributedSampler (a few samples counted twice), and
+        metrics are summed across ranks."""
+        config, d = self.config, self.config.data
+        self.class_names = getattr(val_data, "class_names", None)
         train_data = _subset(train_data, d.train_subset, config.seed)
-        self.val_data = _subset(self.val_data, d.val_subset, config.seed)
+        self.val_data = _subset(val_data, d.val_subset, config.seed)
         if d.negatives:
             train_data = WithNegatives(train_data, d.negatives, seed=config.seed)
-        generator = torch.Generator().manual_seed(config.seed)
-        # under torchrun each rank reads its own shard; the validation shards are padded to equal length by
-        # DistributedSampler (a few samples counted twice), and metrics are summed across ranks
+        self.generator = torch.Generator().manual_seed(config.seed)
         self.train_sampler = DistributedSampler(train_data, seed=config.seed) if self.distributed else None
         val_sampler = DistributedSampler(self.val_data, shuffle=False) if self.distributed else None
         self.train_loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=self.train_sampler is None,
                                        sampler=self.train_sampler, collate_fn=collate_samples,
-                                       num_workers=d.num_workers,
-                                       generator=generator, drop_last=len(train_data) > config.batch_size * self.world)
+                                       num_workers=d.num_workers, generator=self.generator,
+                                       drop_last=len(train_data) > config.batch_size * self.world)
         self.val_loader = DataLoader(self.val_data, batch_size=config.batch_size, collate_fn=collate_samples,
                                      sampler=val_sampler, num_workers=d.num_workers)
-        step = self.model if self.semantic else DecoderStep(self.model)
-        self.step = DistributedDataParallel(step) if self.distributed else step
-        self.generator = generator
-        self.ownership = self._claim_out_dir()  # before the first file goes into out_dir
-        cache_dir = config.cache_dir or self.out / "activation_cache"
-        self.cache = None
-        if config.use_cache and not self.semantic:
-            self.cache = ActivationCache.for_model(self.model, cache_dir)
-        elif config.use_cache and self.model.backbone is not None:  # the fused layer at the backbone's own size
+
+    def _activation_cache(self) -> ActivationCache | None:
+        """The frozen backbone's features, kept on disk from the first epoch on (`use_cache`)."""
+        if not self.config.use_cache:
+            return None
+        cache_dir = self.config.cache_dir or self.out / "activation_cache"
+        if not self.semantic:
+            return ActivationCache.for_model(self.model, cache_dir)
+        if self.model.backbone is not None:  # the fused layer at the backbone's own size
             bb = self.model.backbone
-            self.cache = ActivationCache(cache_dir, bb, (self.model.config.clip_layer % bb.num_layers,), bb.image_size)
-        params = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
-        self._trainable = params
+            return ActivationCache(cache_dir, bb, (self.model.config.clip_layer % bb.num_layers,), bb.image_size)
+        return None
+
+    def _optimiser(self) -> None:
+        """Optimiser over the trainable non-backbone parameters, LR schedule, mixed precision on CUDA."""
+        config = self.config
+        self._trainable = [p for n, p in self.model.named_parameters()
+                           if p.requires_grad and not n.startswith("backbone.")]
         opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(config.optim.optimizer)
         if opt is None:
             raise ConfigError(f"optim.optimizer must be adam or adamw, not {config.optim.optimizer!r}")
-        self.optimizer = opt(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        self.optimizer = opt(self._trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
                           else torch.float16) if (config.amp and self.device.type == "cuda") else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self._stop_requested = False  # set by Ctrl-C; the current step finishes first
-        self._committed: RunState | None = None  # the last epoch whose state is on disk
 
     def _claim_out_dir(self):
         """out_dir for this run: new, or this run's (resumed), or -- with resume / overwrite -- an earlier one's."""
