@@ -83,10 +83,20 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_csv(frame, path: str | os.PathLike) -> Path:
-    """A pandas DataFrame as CSV (no index), atomically."""
+def write_csv(table, path: str | os.PathLike, fieldnames: list[str] | None = None) -> Path:
+    """A table as CSV, atomically: a pandas DataFrame (no index), or a list of dicts with a header of
+    `fieldnames` (default: the first row's keys; keys not in it are left out; an empty list writes `name`)."""
+    import csv
+
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+        if hasattr(table, "to_csv"):
+            table.to_csv(tmp, index=False)
+        else:
+            fields = fieldnames or (list(table[0]) if table else ["name"])
+            with tmp.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(table)
     return Path(path)
 
 

@@ -14,7 +14,6 @@ the same inputs finds the copy complete and returns at once.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 
 from clipseg_lab.data.registry import DATASETS, open_dataset
 from clipseg_lab.errors import OutputDirError
-from clipseg_lab.files import write_json
+from clipseg_lab.files import write_csv, write_json
 from clipseg_lab.ownership import claim
 
 log = logging.getLogger(__name__)
@@ -125,10 +124,7 @@ def prepare_dataset(name: str, root: str | Path | None, out: str | Path, *, netw
                 rows.append({"name": stem, "prompt": s.get("prompt", ""), "source": s.get("source", ""),
                              "mask_source": s.get("mask_source", s.get("source", "")),
                              "placeholder": s.get("placeholder", False)})
-            with open(folder / "samples.csv", "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["name"])
-                writer.writeheader()
-                writer.writerows(rows)
+            write_csv(rows, folder / "samples.csv")
             manifest["splits"][ours] = {"samples": len(rows), "dataset_split": theirs,
                                         "dataset_skipped": [list(x) for x in getattr(data, "skipped", [])]}
         write_json(staging / "manifest.json", manifest)

@@ -6,7 +6,6 @@ with `SegmentationMetrics` over the dataset's classes."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from tqdm.auto import tqdm
 
 from clipseg_lab.data.base import collate_samples, with_transform
 from clipseg_lab.data.transforms import JointTransform
-from clipseg_lab.files import atomic_path, write_json
+from clipseg_lab.files import write_csv, write_json
 from clipseg_lab.metrics import BinaryMetrics, SegmentationMetrics
 from clipseg_lab.models.base import TextPromptedModel
 from clipseg_lab.models.clip_unet import ClipUNet
@@ -90,9 +89,5 @@ def write_evaluation(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
     if "per_class" in result:
         tables["evaluation_per_class.csv"] = result["per_class"]
     for name, rows in tables.items():
-        with atomic_path(out / name) as tmp, tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["name"])
-            writer.writeheader()
-            writer.writerows(rows)
-        files.append(out / name)
+        files.append(write_csv(rows, out / name))
     return files

@@ -14,7 +14,6 @@ run killed at any write resumes to the same result as an uninterrupted one. Ctrl
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import math
@@ -41,7 +40,7 @@ from clipseg_lab.data.registry import open_dataset
 from clipseg_lab.data.transforms import JointTransform, WithNegatives
 from clipseg_lab.engine.config import ConfigError, ModelConfig, TrainConfig
 from clipseg_lab.errors import ClipsegLabError, WeightsFormatError
-from clipseg_lab.files import atomic_path, leftover_temp_files, write_json
+from clipseg_lab.files import atomic_path, leftover_temp_files, write_csv, write_json
 from clipseg_lab.labels import IGNORE_INDEX
 from clipseg_lab.losses import LOSSES, build_loss
 from clipseg_lab.metrics import BinaryMetrics, SegmentationMetrics
@@ -707,11 +706,7 @@ class Trainer:
             dist.barrier()
 
     def _write_log(self, history: list[dict]) -> None:
-        with atomic_path(self.out / "training_log.csv") as tmp:
-            with tmp.open("w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(history)
+        write_csv(history, self.out / "training_log.csv", fieldnames=LOG_FIELDS)
 
 
 def train(config: TrainConfig | dict | str | Path) -> TrainResult:
