@@ -260,8 +260,8 @@ def model_to_fine_tune(config: TrainConfig, options: dict[str, Any], device: tor
 def build_training_model(config: TrainConfig, device: torch.device) -> nn.Module:
     """The model `config` trains: the preset on its backbone, or the decoder to fine-tune (`model.init_from`).
     A multi-class head follows the validation split's classes unless `model.options.num_classes` says otherwise."""
-    options, d = dict(config.model.options), config.data
-    if get_preset(config.model.name).family in SEMANTIC_FAMILIES and "num_classes" not in options:
+    options, d, preset = dict(config.model.options), config.data, get_preset(config.model.name)
+    if preset.family in SEMANTIC_FAMILIES and "num_classes" not in options:
         classes = getattr(open_dataset(d.dataset, d.root, d.val_split, **{**d.options, **d.val_options}),
                           "class_names", None)
         if classes is None:
@@ -269,7 +269,7 @@ def build_training_model(config: TrainConfig, device: torch.device) -> nn.Module
         options["num_classes"] = len(classes)
     if config.model.init_from:  # fine-tuning: the decoder starts from these weights (eval mode, as built)
         return model_to_fine_tune(config, options, device)
-    use_clip = options.get("use_clip", get_preset(config.model.name).config.get("use_clip", True))
+    use_clip = options.get("use_clip", preset.config.get("use_clip", True))
     backbone = load_backbone(config.model.backbone, device=device) if use_clip else None
     return build_model(config.model.name, backbone=backbone, seed=config.seed, device=device,
                        input_size=config.model.input_size, **options)
